@@ -1,0 +1,124 @@
+"""Module-level pool registry: ``start_pool``, ``get_pool``, ``list_pools``, ``stop_pool``, ``shutdown``.
+
+Pools are named and live until stopped, or until the interpreter exits (an ``atexit`` hook
+stops them; if the process is killed, the workers' parent-death watchdogs end them).
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from .config import PoolConfig
+from .errors import ConfigError, PoolExistsError, PoolNotFoundError
+from .pool import Pool
+
+__all__ = ["start_pool", "get_pool", "list_pools", "stop_pool", "shutdown"]
+
+_lock = threading.RLock()
+_pools: dict[str, Pool] = {}
+_atexit_registered = False
+
+
+def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist_ok: bool = False,
+               **options: Any) -> Pool:
+    """Start a named pool of worker processes and return it once every worker is ready.
+
+    Args:
+        name: the pool's name (ignored when ``config`` is given).
+        config: a ready :class:`PoolConfig`; otherwise ``options`` are its settings.
+        exist_ok: return the running pool of that name instead of raising.
+        **options: any :class:`PoolConfig` setting, e.g. ``profile="thread"``, ``pool_size=2``,
+            ``threads_per_worker=8``, ``worker_ttl=3600``.
+
+    Example::
+
+        pool = snakepit.start_pool("hpc", profile="thread", pool_size=2, threads_per_worker=8)
+
+    Raises:
+        ConfigError: a setting is wrong (``err.key`` names it), including an adapter that
+            cannot be loaded or is not thread-safe for the thread profile.
+        PoolExistsError: a pool of that name runs already (and ``exist_ok`` is False).
+        WorkerStartError: workers did not become ready within ``startup_timeout``.
+    """
+    if config is not None:
+        if options:
+            raise ConfigError(next(iter(options)), "pass settings either in config= or as keywords, not both")
+        cfg = config
+    else:
+        cfg = PoolConfig.from_options(name, **options)
+    global _atexit_registered
+    with _lock:
+        existing = _pools.get(cfg.name)
+        if existing is not None and not existing.closed:
+            if exist_ok:
+                return existing
+            raise PoolExistsError(cfg.name)
+        pool = Pool(cfg)
+        _pools[cfg.name] = pool
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+    _notify_started(pool)
+    return pool
+
+
+def get_pool(name: str = "default") -> Pool:
+    """The running pool of that name. Raises :class:`PoolNotFoundError`."""
+    with _lock:
+        pool = _pools.get(name)
+        if pool is None or pool.closed:
+            raise PoolNotFoundError(name, sorted(n for n, p in _pools.items() if not p.closed))
+        return pool
+
+
+def list_pools() -> list[Pool]:
+    """Every running pool, in start order."""
+    with _lock:
+        return [p for p in _pools.values() if not p.closed]
+
+
+def stop_pool(name: str = "default", *, wait: bool = True, cancel_futures: bool = False) -> None:
+    """Stop a pool and its workers. Raises :class:`PoolNotFoundError` for an unknown name."""
+    with _lock:
+        pool = _pools.get(name)
+        if pool is None or pool.closed:
+            raise PoolNotFoundError(name, sorted(n for n, p in _pools.items() if not p.closed))
+        del _pools[name]
+    pool.stop(wait=wait, cancel_futures=cancel_futures)
+
+
+def shutdown(wait: bool = True) -> None:
+    """Stop every pool (called automatically at interpreter exit). Idempotent."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.stop(wait=wait, grace=2.0)
+    _notify_stopped_all()
+
+
+def _forget(pool: Pool) -> None:
+    with _lock:
+        if _pools.get(pool.name) is pool:
+            del _pools[pool.name]
+
+
+# Hooks for the admin endpoint (snakepit.admin), which publishes the pools of this process.
+_listeners: list[Any] = []
+
+
+def _notify_started(pool: Pool) -> None:
+    for listener in list(_listeners):
+        try:
+            listener("started", pool)
+        except Exception:
+            pass
+
+
+def _notify_stopped_all() -> None:
+    for listener in list(_listeners):
+        try:
+            listener("shutdown", None)
+        except Exception:
+            pass

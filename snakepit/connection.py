@@ -1,0 +1,95 @@
+"""The manager's connection to one worker: a gRPC channel and a long-lived Dispatch stream.
+
+Requests are multiplexed over the stream by id. One reader thread per connection turns
+replies into calls of ``on_reply``; when the stream breaks, ``on_broken`` is called once.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+import grpc
+
+from .protocol import worker_pb2 as pb
+from .protocol import worker_pb2_grpc as pb_grpc
+
+log = logging.getLogger("snakepit.connection")
+
+_CLOSE = None
+
+
+class WorkerConnection:
+    """Client side of one worker."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        *,
+        name: str,
+        max_message_bytes: int,
+        on_reply: Callable[[pb.Reply], None],
+        on_broken: Callable[[BaseException | None], None],
+    ) -> None:
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes + 2**16),
+            ("grpc.max_receive_message_length", max_message_bytes + 2**16),
+            ("grpc.enable_retries", 0),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        self.channel = grpc.insecure_channel(f"unix://{socket_path}", options=options)
+        self.stub = pb_grpc.WorkerStub(self.channel)
+        self._outbox: queue.SimpleQueue[pb.Request | None] = queue.SimpleQueue()
+        self._on_reply = on_reply
+        self._on_broken = on_broken
+        self._closed = False
+        self._call = self.stub.Dispatch(iter(self._outbox.get, _CLOSE))
+        self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
+        self._reader.start()
+
+    def send(self, request: pb.Request) -> None:
+        """Queue a request on the stream (never blocks)."""
+        self._outbox.put(request)
+
+    def cancel(self, request_id: int) -> None:
+        self._outbox.put(pb.Request(request_id=request_id, cancel=True))
+
+    def _read(self) -> None:
+        error: BaseException | None = None
+        try:
+            for reply in self._call:
+                self._on_reply(reply)
+        except grpc.RpcError as exc:
+            error = exc
+        except BaseException as exc:  # noqa: BLE001
+            log.exception("connection reader failed")
+            error = exc
+        if not self._closed:
+            self._on_broken(error)
+
+    def ping(self, timeout: float) -> pb.PingReply:
+        return self.stub.Ping(pb.PingRequest(message="heartbeat"), timeout=timeout)
+
+    def info(self, timeout: float) -> pb.WorkerMetrics:
+        return self.stub.Info(pb.InfoRequest(), timeout=timeout)
+
+    def shutdown(self, grace: float, timeout: float = 1.0) -> None:
+        try:
+            self.stub.Shutdown(pb.ShutdownRequest(grace_s=grace), timeout=timeout)
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        """Close the stream and the channel; ``on_broken`` is not called."""
+        if self._closed:
+            return
+        self._closed = True
+        self._outbox.put(_CLOSE)
+        try:
+            self._call.cancel()
+        except Exception:
+            pass
+        self.channel.close()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=2.0)

@@ -1,0 +1,401 @@
+"""The worker process's gRPC service.
+
+Data flow inside a worker::
+
+    manager ──Dispatch stream──► asyncio loop thread ("snakepit-grpc")
+                                   │  submit(request)
+                                   ▼
+                      RequestRunner: main thread      (process profile, capacity 1;
+                                  or N threads         thread profile, capacity N)
+                                   │  reply via loop.call_soon_threadsafe
+                                   ▼
+    manager ◄──Dispatch stream── asyncio loop thread
+
+Commands never run on the loop thread, so heartbeats (Ping) and Info are answered while
+a command computes. A process-profile command runs on the main thread, so that a cancel
+can interrupt it with SIGINT; a thread-profile command is interrupted with an
+asynchronous exception (pure-Python code) or its cooperative cancel flag.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import inspect
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import grpc
+
+from ..protocol import codec
+from ..protocol import worker_pb2 as pb
+from ..protocol import worker_pb2_grpc as pb_grpc
+from .adapter import Adapter, Cancelled, RequestContext, _set_current
+
+log = logging.getLogger("snakepit.worker")
+
+Send = Callable[[pb.Reply], None]
+
+
+class RequestRunner:
+    """Runs requests: on the main thread (capacity 1) or on a thread pool (capacity N)."""
+
+    def __init__(self, capacity: int, use_main_thread: bool) -> None:
+        self.capacity = capacity
+        self.use_main_thread = use_main_thread
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._pool = None if use_main_thread else ThreadPoolExecutor(capacity, thread_name_prefix="snakepit-request")
+        self._main_ident = threading.main_thread().ident
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._pool is None:
+            self._queue.put(fn)
+        else:
+            self._pool.submit(fn)
+
+    def run_main_loop(self, stop: threading.Event) -> None:
+        """Main-thread loop of the process profile (returns when ``stop`` is set)."""
+        while not stop.is_set():
+            try:
+                item = self._queue.get()
+                if item is None:
+                    break
+                item()
+            except BaseException:  # noqa: BLE001 - a stray interrupt must not end the loop
+                log.debug("interrupt outside a request ignored", exc_info=True)
+
+    def install_interrupt_handler(self, service: "WorkerService") -> None:
+        """SIGINT raises Cancelled in the main thread only when its request was cancelled."""
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            ctx = service.main_thread_request
+            if ctx is not None and ctx.cancelled and ctx.thread_ident is not None:
+                raise Cancelled()
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def interrupt(self, ctx: RequestContext) -> None:
+        """Interrupt the thread running ``ctx`` (best effort; the flag is already set)."""
+        ident = ctx.thread_ident
+        if ident is None:
+            return
+        if ident == self._main_ident:
+            signal.pthread_kill(ident, signal.SIGINT)
+        else:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(Cancelled))
+
+
+class WorkerService(pb_grpc.WorkerServicer):
+    """Serves one adapter instance to the manager."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        *,
+        worker_id: str,
+        capacity: int,
+        max_message_bytes: int,
+        runner: RequestRunner,
+        on_shutdown: Callable[[], None],
+    ) -> None:
+        self.adapter = adapter
+        self.worker_id = worker_id
+        self.capacity = capacity
+        self.max_message_bytes = max_message_bytes
+        self.runner = runner
+        self.on_shutdown = on_shutdown
+        self.started = time.monotonic()
+        self.requests_served = 0
+        self._in_flight: dict[int, RequestContext] = {}
+        self._lock = threading.Lock()
+        self._draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.main_thread_request: RequestContext | None = None
+
+    # -- request execution (runs on the runner's threads) ---------------------------
+    def start_request(self, req: pb.Request, send: Send, *, stream: bool) -> None:
+        deadline = time.monotonic() + req.timeout_s if req.timeout_s > 0 else None
+        ctx = RequestContext(req.request_id, req.command, req.session_id, deadline)
+        if stream:
+            ctx.emit = lambda value: send(self._chunk(req.request_id, value))
+        with self._lock:
+            self._in_flight[req.request_id] = ctx
+        self.runner.submit(lambda: self._run(req, ctx, send, stream))
+
+    def _run(self, req: pb.Request, ctx: RequestContext, send: Send, stream: bool) -> None:
+        t0 = time.perf_counter_ns()
+        while True:
+            try:
+                if ctx.cancelled:
+                    raise Cancelled()
+                reply = self._execute(req, ctx, send, stream)
+                break
+            except (Cancelled, KeyboardInterrupt) as exc:
+                # Raised by a cancel: inside the command, or in the instant after it.
+                reply = self._error(req.request_id, codec.failure_from_exception(exc, codec.CANCELLED))
+                ctx.thread_ident = None
+                break
+        reply.duration_us = (time.perf_counter_ns() - t0) // 1000
+        with self._lock:
+            self._in_flight.pop(req.request_id, None)
+            self.requests_served += 1
+        send(reply)
+
+    def _execute(self, req: pb.Request, ctx: RequestContext, send: Send, stream: bool) -> pb.Reply:
+        rid = req.request_id
+        method = self.adapter.resolve(req.command)
+        if method is None:
+            exc = LookupError(
+                f"unknown command {req.command!r}; this worker's adapter "
+                f"({type(self.adapter).__qualname__}) offers: {', '.join(self.adapter.command_names())}"
+            )
+            return self._error(rid, codec.failure_from_exception(exc, codec.UNKNOWN_COMMAND, tb=""))
+        try:
+            kwargs = codec.loads(req.payload, f"arguments of {req.command!r}") or {}
+        except Exception as exc:
+            return self._error(rid, codec.failure_from_exception(exc, codec.SERIALIZATION, tb=""))
+        if not isinstance(kwargs, dict):
+            exc = TypeError(f"arguments of {req.command!r} must be a dict, got {type(kwargs).__name__}")
+            return self._error(rid, codec.failure_from_exception(exc, codec.BAD_REQUEST, tb=""))
+        _set_current(ctx)
+        ctx.thread_ident = threading.get_ident()
+        on_main = self.runner.use_main_thread
+        if on_main:
+            self.main_thread_request = ctx
+        try:
+            try:
+                value = method(**kwargs)
+                if inspect.isgenerator(value):
+                    if not stream:
+                        value.close()
+                        raise TypeError(
+                            f"command {req.command!r} streams its results; call it with pool.execute_stream()"
+                        )
+                    for item in value:
+                        ctx.check_cancelled()
+                        send(self._chunk(rid, item))
+                    return pb.Reply(request_id=rid, kind=pb.Reply.END)
+            finally:
+                with self._lock:  # no interrupt is sent once this is cleared
+                    ctx.thread_ident = None
+                if on_main:
+                    self.main_thread_request = None
+                _set_current(None)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            tb = _format_user_traceback(exc)
+            return self._error(rid, codec.failure_from_exception(exc, codec.REMOTE, tb=tb))
+        if stream:
+            send(self._chunk(rid, value))
+            return pb.Reply(request_id=rid, kind=pb.Reply.END)
+        return self._result(rid, req.command, value)
+
+    def _result(self, rid: int, command: str, value: Any) -> pb.Reply:
+        try:
+            data = codec.dumps(value, f"result of {command!r}", self.max_message_bytes)
+        except Exception as exc:
+            code = codec.TOO_LARGE if type(exc).__name__ == "PayloadTooLargeError" else codec.SERIALIZATION
+            return self._error(rid, codec.failure_from_exception(exc, code, tb=""))
+        return pb.Reply(request_id=rid, kind=pb.Reply.RESULT, payload=data)
+
+    def _chunk(self, rid: int, value: Any) -> pb.Reply:
+        try:
+            data = codec.dumps(value, "stream item", self.max_message_bytes)
+        except Exception as exc:
+            code = codec.TOO_LARGE if type(exc).__name__ == "PayloadTooLargeError" else codec.SERIALIZATION
+            return self._error(rid, codec.failure_from_exception(exc, code, tb=""))
+        return pb.Reply(request_id=rid, kind=pb.Reply.CHUNK, payload=data)
+
+    @staticmethod
+    def _error(rid: int, failure: pb.RemoteFailure) -> pb.Reply:
+        return pb.Reply(request_id=rid, kind=pb.Reply.ERROR, error=failure)
+
+    def cancel(self, request_id: int) -> bool:
+        with self._lock:
+            ctx = self._in_flight.get(request_id)
+            if ctx is None:
+                return False
+            ctx.cancel_event.set()
+            if ctx.thread_ident is not None:
+                self.runner.interrupt(ctx)
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- gRPC handlers (run on the asyncio loop) --------------------------------------
+    def _threadsafe_sender(self, put: Callable[[Any], None]) -> Send:
+        loop = self.loop
+        assert loop is not None
+        return lambda reply: loop.call_soon_threadsafe(put, reply)
+
+    async def Dispatch(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        out: asyncio.Queue[pb.Reply | None] = asyncio.Queue()
+        send = self._threadsafe_sender(out.put_nowait)
+        async def pump() -> None:
+            try:
+                async for req in request_iterator:
+                    if req.cancel:
+                        self.cancel(req.request_id)
+                    else:
+                        self.start_request(req, send, stream=req.stream)
+            finally:
+                out.put_nowait(None)
+
+        task = asyncio.ensure_future(pump())
+        try:
+            while True:
+                reply = await out.get()
+                if reply is None:
+                    break
+                await context.write(reply)
+        finally:
+            task.cancel()
+
+    async def Execute(self, request, context):  # type: ignore[no-untyped-def]
+        fut: asyncio.Future[pb.Reply] = asyncio.get_running_loop().create_future()
+        self.start_request(request, self._threadsafe_sender(lambda r: fut.done() or fut.set_result(r)), stream=False)
+        return await fut
+
+    async def ExecuteStream(self, request, context):  # type: ignore[no-untyped-def]
+        out: asyncio.Queue[pb.Reply] = asyncio.Queue()
+        self.start_request(request, self._threadsafe_sender(out.put_nowait), stream=True)
+        while True:
+            reply = await out.get()
+            yield reply
+            if reply.kind in (pb.Reply.END, pb.Reply.ERROR):
+                return
+
+    async def Ping(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.PingReply(message=request.message, pid=os.getpid(), server_time=time.time())
+
+    async def Info(self, request, context):  # type: ignore[no-untyped-def]
+        return self.metrics()
+
+    async def Cancel(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.CancelReply(found=self.cancel(request.request_id))
+
+    async def Shutdown(self, request, context):  # type: ignore[no-untyped-def]
+        self._draining = True
+        in_flight = self.in_flight
+        grace = request.grace_s
+
+        async def later() -> None:
+            deadline = time.monotonic() + grace
+            while self.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            self.on_shutdown()
+
+        asyncio.ensure_future(later())
+        return pb.ShutdownReply(in_flight=in_flight)
+
+    def metrics(self) -> pb.WorkerMetrics:
+        current, peak = tracemalloc.get_traced_memory() if tracemalloc.is_tracing() else (0, 0)
+        sessions = getattr(self.adapter, "session_count", None)
+        times = os.times()
+        return pb.WorkerMetrics(
+            pid=os.getpid(),
+            worker_id=self.worker_id,
+            capacity=self.capacity,
+            in_flight=self.in_flight,
+            requests_served=self.requests_served,
+            uptime_s=time.monotonic() - self.started,
+            thread_count=threading.active_count(),
+            gc_counts=list(gc.get_count()),
+            gc_collections=[s.get("collections", 0) for s in gc.get_stats()],
+            tracemalloc_current=current,
+            tracemalloc_peak=peak,
+            python_version=sys.version.split()[0],
+            adapter=f"{type(self.adapter).__module__}:{type(self.adapter).__qualname__}",
+            sessions=sessions() if callable(sessions) else 0,
+            cpu_time_s=times.user + times.system,
+        )
+
+
+def _format_user_traceback(exc: BaseException) -> str:
+    """The traceback without snakepit's own frames at the top."""
+    import traceback
+
+    tb = exc.__traceback__
+    # Skip the frames of server.py (_execute) so the user sees their code first.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class ServerHandle:
+    """The running gRPC server of a worker; ``stop()`` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self.thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop_event is not None and not self.stopped.is_set():
+            try:
+                self.loop.call_soon_threadsafe(self._stop_event.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+
+def serve(service: WorkerService, socket_path: str) -> ServerHandle:
+    """Start the asyncio gRPC server on ``socket_path`` in a background thread."""
+
+    handle = ServerHandle()
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        service.loop = handle.loop = asyncio.get_running_loop()
+        handle._stop_event = asyncio.Event()
+        options = [
+            ("grpc.max_send_message_length", service.max_message_bytes + 2**16),
+            ("grpc.max_receive_message_length", service.max_message_bytes + 2**16),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_WorkerServicer_to_server(service, server)
+        old_umask = os.umask(0o177)  # the socket file is created owner-only
+        try:
+            server.add_insecure_port(f"unix://{socket_path}")
+        finally:
+            os.umask(old_umask)
+        await server.start()
+        os.chmod(socket_path, 0o600)
+        started.set()
+        await handle._stop_event.wait()
+        await server.stop(0.2)
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starter
+            errors.append(exc)
+            started.set()
+        finally:
+            handle.stopped.set()
+            service.runner.stop()
+
+    handle.thread = threading.Thread(target=run, name="snakepit-grpc", daemon=True)
+    handle.thread.start()
+    started.wait()
+    if errors:
+        raise errors[0]
+    return handle
