@@ -349,6 +349,12 @@ class Pool:
             raise
         self.lifecycle = LifecycleMonitor(self)
         self.lifecycle.start()
+        self.history: Any = None
+        if config.history_interval:
+            from .diagnostics.history import HistorySampler  # noqa: PLC0415 - keeps pandas out of import
+
+            self.history = HistorySampler(self)
+            self.history.start()
 
     # ------------------------------------------------------------------ start-up
     def _write_adapter_options(self) -> str:
@@ -1236,6 +1242,8 @@ class Pool:
         self._closed = True
         if self.lifecycle is not None:
             self.lifecycle.stop()
+        if getattr(self, "history", None) is not None:
+            self.history.stop()
         with self._lock:
             workers = list(self._workers.values())
             for w in workers:
