@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
+import linecache
 import os
 import pickle
 import sys
@@ -22,6 +24,7 @@ from .adapter import Adapter, command, current_request
 __all__ = ["DefaultAdapter"]
 
 MAX_REPR = 20_000
+_cell_numbers = itertools.count(1)
 
 
 class DefaultAdapter(Adapter):
@@ -119,6 +122,10 @@ class DefaultAdapter(Adapter):
         if push:
             ns.update(push)
         before = {k: id(v) for k, v in ns.items()}
+        if filename == "<snakepit-cell>":
+            filename = f"<snakepit-cell-{next(_cell_numbers)}>"
+        # Let tracebacks show the cell's lines, as IPython does for its cells.
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         tree = ast.parse(source, filename=filename, mode="exec")
         last_expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):

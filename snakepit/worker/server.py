@@ -327,13 +327,16 @@ class WorkerService(pb_grpc.WorkerServicer):
         )
 
 
+_INTERNAL_FILES = {__file__, os.path.join(os.path.dirname(__file__), "builtin.py")}
+
+
 def _format_user_traceback(exc: BaseException) -> str:
     """The traceback without snakepit's own frames at the top."""
     import traceback
 
     tb = exc.__traceback__
-    # Skip the frames of server.py (_execute) so the user sees their code first.
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    # Skip snakepit's own frames (server.py, builtin.py) so the user sees their code first.
+    while tb is not None and tb.tb_frame.f_code.co_filename in _INTERNAL_FILES and tb.tb_next is not None:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
