@@ -1,0 +1,110 @@
+"""No orphan processes, ever: the manager exits, is interrupted or is SIGKILLed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+SCRIPT = r"""
+import json, sys, time, snakepit
+profile, ending = sys.argv[1], sys.argv[2]
+pool = snakepit.start_pool("orphans", profile=profile, pool_size=4, threads_per_worker=2)
+pool.execute("ping")
+print(json.dumps([w.pid for w in pool.list_workers()]), flush=True)
+if ending == "shutdown":
+    snakepit.shutdown()
+    print("stopped", flush=True)
+    time.sleep(30)
+elif ending == "exit":
+    sys.exit(0)                     # no shutdown(): atexit must clean up
+else:
+    pool.submit_command("sleep", {"seconds": 60})   # busy workers too
+    time.sleep(60)                  # waits for SIGKILL / SIGINT / SIGTERM
+"""
+
+
+def _start(profile: str, ending: str) -> tuple[subprocess.Popen, list[int]]:
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, profile, ending], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line, "the manager did not start"
+    return proc, json.loads(line)
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not _alive(pids):
+            return []
+        time.sleep(0.05)
+    return _alive(pids)
+
+
+@pytest.mark.parametrize("profile", ["process", "thread"])
+def test_sigkill_of_the_manager_leaves_no_worker(profile):
+    proc, pids = _start(profile, "wait")
+    assert len(pids) == 4 and len(_alive(pids)) == 4
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    left = _gone_within(pids, 3.0)
+    for pid in left:  # never leak from the test itself
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers outlived a SIGKILLed manager: {left}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_manager_leaves_no_worker(sig):
+    proc, pids = _start("process", "wait")
+    os.kill(proc.pid, sig)
+    proc.wait(10)
+    left = _gone_within(pids, 3.0)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
+def test_normal_exit_without_shutdown_leaves_no_worker():
+    proc, pids = _start("process", "exit")
+    assert proc.wait(10) == 0
+    assert not _gone_within(pids, 3.0)
+
+
+def test_shutdown_stops_every_worker():
+    proc, pids = _start("thread", "shutdown")
+    try:
+        assert proc.stdout.readline().strip() == "stopped"
+        assert not _gone_within(pids, 3.0)
+        assert proc.poll() is None  # the manager is still alive; only its workers are gone
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_terminal_ctrl_c_reaches_the_manager_not_the_workers():
+    """Workers run in their own session: a Ctrl-C to the terminal's process group spares them,
+    the manager decides (here: it exits, and its workers go with it)."""
+    proc, pids = _start("process", "wait")
+    try:
+        for pid in pids:
+            assert os.getsid(pid) != os.getsid(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not _gone_within(pids, 3.0)

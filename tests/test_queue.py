@@ -1,0 +1,98 @@
+"""Bounded FIFO queue: saturation, queue timeout, request timeout, FIFO order, telemetry."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import wait
+
+import pytest
+
+import snakepit
+from snakepit import PoolSaturatedError, QueueTimeoutError, RequestTimeoutError
+
+
+def test_saturation_error_and_event(events, wait_until):
+    events.attach(("snakepit", "pool", "saturated"))
+    pool = snakepit.start_pool("t-sat", pool_size=1, max_queue_size=2, queue_timeout=30)
+    try:
+        busy = pool.submit_command("sleep", {"seconds": 1.0})
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        queued = [pool.submit_command("echo", {"i": i}) for i in range(2)]
+        with pytest.raises(PoolSaturatedError) as info:
+            pool.submit_command("echo", {"i": 99})
+        assert info.value.queue_size == 2 and info.value.max_queue_size == 2
+        (measurements, metadata), = events.of(("snakepit", "pool", "saturated"))
+        assert measurements == {"queue_size": 2, "max_queue_size": 2}
+        assert metadata == {"pool": "t-sat", "available_workers": 0, "busy_workers": 1}
+        # Nothing is lost: the queued requests are served in order after the busy one.
+        assert [f.result(10)["i"] for f in queued] == [0, 1]
+        busy.result(10)
+        assert pool.execute("ping")["pong"]
+        assert pool.statistics()["saturated"] == 1
+    finally:
+        snakepit.shutdown()
+
+
+def test_queue_timeout_fires_once_and_is_cancelled_on_dequeue(wait_until):
+    pool = snakepit.start_pool("t-qt", pool_size=1, queue_timeout=0.3)
+    try:
+        busy = pool.submit_command("sleep", {"seconds": 1.0})
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        late = pool.submit_command("echo", {"late": True})
+        with pytest.raises(QueueTimeoutError) as info:
+            late.result(5)
+        assert info.value.waited_s >= 0.25
+        busy.result(10)
+        # A request dequeued in time is not timed out afterwards.
+        quick = pool.submit_command("sleep", {"seconds": 0.1})
+        served = pool.submit_command("echo", {"ok": 1})
+        assert served.result(5) == {"ok": 1}
+        quick.result(5)
+        time.sleep(0.4)
+        assert pool.statistics()["queue_timeouts"] == 1
+    finally:
+        snakepit.shutdown()
+
+
+def test_request_timeout_frees_the_slot():
+    pool = snakepit.start_pool("t-rt", pool_size=1)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RequestTimeoutError) as info:
+            pool.execute("sleep", {"seconds": 30}, timeout=0.3)
+        assert time.monotonic() - start < 5
+        assert info.value.command == "sleep" and info.value.worker_id
+        # The worker was interrupted: the next request is served at once.
+        assert pool.execute("sleep", {"seconds": 0.01}, timeout=5) < 1
+    finally:
+        snakepit.shutdown()
+
+
+def test_fifo_order_of_queued_requests():
+    pool = snakepit.start_pool("t-fifo", pool_size=1, queue_timeout=30)
+    try:
+        order = []
+        first = pool.submit_command("sleep", {"seconds": 0.2})
+        futures = [pool.submit_command("echo", {"i": i}) for i in range(20)]
+        for f in futures:
+            f.add_done_callback(lambda fut: order.append(fut.result()["i"]))
+        wait(futures + [first], timeout=30)
+        assert order == list(range(20))
+    finally:
+        snakepit.shutdown()
+
+
+def test_request_executed_for_immediate_queued_and_streamed(events):
+    events.attach(("snakepit", "request", "executed"))
+    pool = snakepit.start_pool("t-tel", pool_size=1, queue_timeout=30)
+    try:
+        futures = [pool.submit_command("echo", {"i": i}) for i in range(5)]  # 4 of them queue
+        wait(futures, timeout=30)
+        list(pool.execute_stream("count", {"n": 2}))
+        with pytest.raises(snakepit.RemoteError):
+            pool.execute("no-such-command")
+        seen = events.of(("snakepit", "request", "executed"))
+        assert [md["command"] for _, md in seen] == ["echo"] * 5 + ["count", "no-such-command"]
+        assert [md["success"] for _, md in seen] == [True] * 6 + [False]
+        assert all(m["duration_us"] > 0 and md["pool"] == "t-tel" and md["worker_id"] for m, md in seen)
+    finally:
+        snakepit.shutdown()
