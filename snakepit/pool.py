@@ -341,6 +341,7 @@ class Pool:
         self.saturation_history: collections.deque[float] = collections.deque(maxlen=1000)
         self._options_file = self._write_adapter_options()
         self._env = self.profile.environment(config, dict(os.environ))
+        self._env["PYTHONPATH"] = _worker_pythonpath(self._env.get("PYTHONPATH"))
         self.lifecycle: Any = None
         try:
             self._start_initial_workers()
@@ -829,6 +830,12 @@ class Pool:
                     "time": time.time(), "worker_id": worker.worker_id, "pid": worker.pid,
                     "exit_code": exit_code, "reason": reason or "exited",
                 })
+        if not expected and not retiring:
+            telemetry.execute(
+                telemetry.WORKER_CRASHED,
+                {"exit_code": exit_code if exit_code is not None else -1},
+                {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid},
+            )
         for call in orphans:
             if call.request_timer is not None:
                 call.request_timer.cancel()
@@ -843,11 +850,6 @@ class Pool:
         if expected:
             return
         if not retiring:
-            telemetry.execute(
-                telemetry.WORKER_CRASHED,
-                {"exit_code": exit_code if exit_code is not None else -1},
-                {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid},
-            )
             log.warning("pool %r: worker %s (pid %s) died (exit code %s); starting a replacement",
                         self.name, worker.worker_id, worker.pid, exit_code)
             self._start_replacement()
@@ -1433,3 +1435,21 @@ def _iterate_stream(pool: Pool, call: _Call) -> Iterator[Any]:
             if call.worker is not None:
                 pool._cancel_running(call, "stream closed by the caller")
 
+
+def _worker_pythonpath(existing: str | None) -> str:
+    """The workers' PYTHONPATH: the given one first, then this process's own import paths.
+
+    Like multiprocessing's spawn start method, workers can then import what the manager
+    can (modules next to a script or notebook, test directories, ``sys.path`` tweaks), so
+    that functions passed by reference unpickle. Interpreter-owned paths are left out.
+    """
+    import sys
+
+    skip = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    paths = [p for p in (existing or "").split(os.pathsep) if p]
+    for entry in sys.path:
+        entry = os.path.abspath(entry or os.getcwd())
+        if entry.startswith(skip) or entry in paths or not os.path.isdir(entry):
+            continue
+        paths.append(entry)
+    return os.pathsep.join(paths)
