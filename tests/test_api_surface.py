@@ -1,0 +1,37 @@
+"""The public names of the contract exist, and importing snakepit stays light."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import snakepit
+
+
+def test_all_is_sorted_and_exported():
+    assert snakepit.__all__ == sorted(snakepit.__all__)
+    for name in snakepit.__all__:
+        assert hasattr(snakepit, name), name
+
+
+def test_contract_names():
+    for name in ["start_pool", "get_pool", "list_pools", "stop_pool", "shutdown", "PoolConfig", "Adapter",
+                 "command", "SnakepitError", "PoolNotFoundError", "PoolSaturatedError", "QueueTimeoutError",
+                 "RequestTimeoutError", "WorkerCrashedError", "RemoteError", "ConfigError"]:
+        assert hasattr(snakepit, name), name
+    for name in ["PoolNotFoundError", "PoolSaturatedError", "QueueTimeoutError", "RequestTimeoutError",
+                 "WorkerCrashedError", "RemoteError", "ConfigError"]:
+        assert issubclass(getattr(snakepit, name), snakepit.SnakepitError)
+    for name in ["attach", "attach_many", "detach", "execute"]:
+        assert callable(getattr(snakepit.telemetry, name))
+    for name in ["execute", "execute_stream", "submit", "map", "session", "run_code", "list_workers",
+                 "recycle_worker", "execute_async"]:
+        assert callable(getattr(snakepit.Pool, name)), name
+    for name in ["execute", "execute_stream", "submit", "map", "run_code"]:
+        assert callable(getattr(snakepit.Session, name)), name
+
+
+def test_import_is_light_and_has_no_jupyter():
+    code = ("import sys, snakepit; heavy = [m for m in ('IPython', 'ipywidgets', 'pandas', 'plotly', 'snakepit_nb')"
+            " if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
