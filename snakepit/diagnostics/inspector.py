@@ -1,0 +1,425 @@
+"""The profile-aware inspector: pool, capacity, memory, saturation, recommendations, history, projection.
+
+Data flow (everything read-only; the pool lock is held only inside ``list_workers()`` /
+``statistics()`` / ``_worker_handles()``, a few microseconds each)::
+
+    pool.list_workers() ─┐
+    pool._worker_handles()├─► gRPC Info.future() to every worker at once (short deadline)
+                          ├─► worker_memory(pid) per worker (psutil: RSS/USS/PSS, children included)
+                          ├─► psutil cpu_times(pid) → CPU % since the previous look
+                          └─► wait for the Info replies ─► PoolStats / MemoryStats / …
+    pool.history.samples ─────► History, measured recommendation rules
+
+A worker that does not answer ``Info`` in time still has its row (``info_error`` says why).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .. import lifecycle
+from ..protocol import worker_pb2 as pb
+from . import projection
+from .levels import utilization_level
+from .recommendations import Snapshot, Thresholds, evaluate
+from .reports import (
+    CapacityStats,
+    ComprehensiveReport,
+    History,
+    MemoryStats,
+    PoolError,
+    PoolStats,
+    Recommendations,
+    SaturationStatus,
+    ThreadInfo,
+    WorkerMemory,
+    WorkerStats,
+    utilization,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..pool import Pool, WorkerInfo
+
+__all__ = ["ProfileInspector", "PoolLike", "resolve_pool", "DEFAULT_INFO_TIMEOUT"]
+
+PoolLike = Any  # a snakepit.Pool or a pool name
+DEFAULT_INFO_TIMEOUT = 0.5
+
+# pid -> (cpu seconds, monotonic time) at the last look, for CPU % between two looks.
+_cpu_seen: dict[int, tuple[float, float]] = {}
+_cpu_lock = threading.Lock()
+
+
+def resolve_pool(pool: PoolLike) -> "Pool":
+    """A :class:`snakepit.Pool` from a pool or a pool name.
+
+    Raises:
+        PoolNotFoundError: no running pool has that name.
+        TypeError: ``pool`` is neither.
+    """
+    from ..api import get_pool  # noqa: PLC0415
+    from ..pool import Pool  # noqa: PLC0415
+
+    if isinstance(pool, Pool):
+        return pool
+    if isinstance(pool, str):
+        return get_pool(pool)
+    raise TypeError(f"expected a snakepit.Pool or a pool name, got {type(pool).__name__}")
+
+
+def _memory_of(pids: Iterable[int]) -> dict[int, dict[str, float] | None]:
+    pids = [p for p in pids if p and p > 0]
+    batch = getattr(lifecycle, "workers_memory", None)  # a batched variant, when lifecycle has one
+    if batch is not None:
+        return dict(batch(pids))
+    return {pid: lifecycle.worker_memory(pid) for pid in pids}
+
+
+def _cpu_percent(pid: int) -> tuple[float | None, float | None]:
+    """(CPU % of one core since the previous look — lifetime average at the first —, CPU seconds)."""
+    if pid <= 0:
+        return None, None
+    try:
+        import psutil  # noqa: PLC0415
+
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        cpu = times.user + times.system
+        created = proc.create_time()
+    except Exception:
+        return None, None
+    now = time.monotonic()
+    with _cpu_lock:
+        prev = _cpu_seen.get(pid)
+        _cpu_seen[pid] = (cpu, now)
+        if len(_cpu_seen) > 4096:  # forget dead workers
+            for old in list(_cpu_seen)[:1024]:
+                del _cpu_seen[old]
+    if prev is not None and now - prev[1] >= 0.05:
+        return round(100.0 * max(0.0, cpu - prev[0]) / (now - prev[1]), 2), round(cpu, 3)
+    age = time.time() - created
+    return (round(100.0 * cpu / age, 2) if age > 0 else None), round(cpu, 3)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+class ProfileInspector:
+    """Inspects running pools. Never steers them; never holds the pool lock for long.
+
+    Example::
+
+        from snakepit.diagnostics import ProfileInspector
+
+        insp = ProfileInspector(info_timeout=0.5)
+        insp.get_pool_stats("default").to_frame()
+        insp.get_memory_stats("default").total_memory_mb
+        for rec in insp.get_recommendations("default"):
+            print(rec)
+
+    Args:
+        info_timeout: seconds each worker may take to answer the gRPC ``Info`` call (the calls
+            run concurrently, so a whole inspection waits at most this long for them).
+        thresholds: the recommendation rules' thresholds.
+    """
+
+    def __init__(self, *, info_timeout: float = DEFAULT_INFO_TIMEOUT, thresholds: Thresholds | None = None) -> None:
+        self.info_timeout = float(info_timeout)
+        self.thresholds = thresholds or Thresholds()
+
+    # ------------------------------------------------------------------ pool stats
+    def get_pool_stats(self, pool: PoolLike = "default", *, detailed: bool = True) -> PoolStats:
+        """Pool and per-worker figures.
+
+        Args:
+            pool: a pool or its name.
+            detailed: also ask every worker for its own figures (gRPC ``Info``: threads, GC,
+                in-flight, tracemalloc) and measure its process (RSS/USS/PSS, CPU %). Without
+                it only the pool's bookkeeping is read (no I/O: suitable for tight loops).
+
+        Raises:
+            PoolNotFoundError: no running pool of that name. A worker that does not answer is
+            *not* an error: its row has ``info_error`` set.
+        """
+        p = resolve_pool(pool)
+        infos = p.list_workers()
+        now_wall = time.time()
+        rows: list[WorkerStats] = []
+        if detailed:
+            futures = self._info_futures(p)
+            memory = _memory_of(w.pid for w in infos)
+            cpu = {w.pid: _cpu_percent(w.pid) for w in infos}
+            metrics = self._info_results(futures)
+        else:
+            memory, cpu, metrics = {}, {}, {}
+        for w in infos:
+            rows.append(self._worker_row(w, now_wall, memory.get(w.pid), cpu.get(w.pid, (None, None)),
+                                         metrics.get(w.worker_id), detailed))
+        stats = p.statistics()
+        cap = sum(w.capacity for w in infos)
+        used = sum(w.load for w in infos)
+        pct = utilization(used, cap)
+        return PoolStats(
+            pool_name=p.name, profile=p.profile.name, worker_count=len(infos), capacity_total=cap,
+            capacity_used=used, capacity_available=max(0, cap - used), utilization_percent=pct,
+            workers=tuple(rows), utilization_level=utilization_level(pct),
+            threads_per_worker=(cap // len(infos)) if infos else p.config.capacity_per_worker,
+            queue_depth=int(stats.get("queue_depth", 0)), max_queue_size=int(p.config.max_queue_size),
+            collected_at=now_wall,
+        )
+
+    def _info_futures(self, p: "Pool") -> dict[str, Any]:
+        futures: dict[str, Any] = {}
+        for h in p._worker_handles():
+            conn = h.conn
+            if conn is None:
+                futures[h.worker_id] = "not connected"
+                continue
+            try:
+                futures[h.worker_id] = conn.stub.Info.future(pb.InfoRequest(), timeout=self.info_timeout)
+            except Exception as exc:  # channel closed under us
+                futures[h.worker_id] = f"{type(exc).__name__}: {exc}"
+        return futures
+
+    @staticmethod
+    def _info_results(futures: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for wid, fut in futures.items():
+            if isinstance(fut, str):
+                out[wid] = fut
+                continue
+            try:
+                out[wid] = fut.result()
+            except Exception as exc:  # grpc.RpcError (deadline, unavailable) …
+                code = getattr(exc, "code", None)
+                out[wid] = code().name if callable(code) else f"{type(exc).__name__}: {exc}"
+        return out
+
+    @staticmethod
+    def _worker_row(w: "WorkerInfo", now_wall: float, mem: dict[str, float] | None,
+                    cpu: tuple[float | None, float | None], metrics: Any, detailed: bool) -> WorkerStats:
+        kw: dict[str, Any] = {}
+        if mem:
+            kw.update(memory_mb=_rounded(mem.get("rss_mb")), uss_mb=_rounded(mem.get("uss_mb")),
+                      pss_mb=_rounded(mem.get("pss_mb")), swap_mb=_rounded(mem.get("swap_mb")))
+        kw["cpu_percent"], kw["cpu_time_s"] = cpu
+        if isinstance(metrics, pb.WorkerMetrics):
+            gc_counts = list(metrics.gc_counts) + [None] * 3
+            gc_coll = list(metrics.gc_collections) + [None] * 3
+            kw.update(
+                in_flight=metrics.in_flight, threads=metrics.thread_count,
+                gc_count_gen0=gc_counts[0], gc_count_gen1=gc_counts[1], gc_count_gen2=gc_counts[2],
+                gc_collections_gen0=gc_coll[0], gc_collections_gen1=gc_coll[1], gc_collections_gen2=gc_coll[2],
+                tracemalloc_current_mb=round(metrics.tracemalloc_current / 2**20, 3),
+                tracemalloc_peak_mb=round(metrics.tracemalloc_peak / 2**20, 3),
+            )
+        elif detailed:
+            kw["info_error"] = str(metrics) if metrics is not None else "no reply"
+        return WorkerStats(
+            worker_id=w.worker_id, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
+            capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
+            uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=w.last_heartbeat,
+            heartbeat_age_s=round(now_wall - w.last_heartbeat, 3) if w.last_heartbeat else None,
+            recycle_reason=w.recycle_reason, **kw,
+        )
+
+    # ------------------------------------------------------------------ capacity
+    def get_capacity_stats(self, pool: PoolLike = "default") -> CapacityStats:
+        """Capacity, load and (thread profile) thread figures, from the pool's bookkeeping only.
+
+        ``thread_info`` is set for every thread-profile pool with workers (the seed built it only
+        when some worker had capacity > 1) and is None for a process pool.
+        """
+        p = resolve_pool(pool)
+        infos = p.list_workers()
+        cap = sum(w.capacity for w in infos)
+        used = sum(w.load for w in infos)
+        pct = utilization(used, cap)
+        thread_info = None
+        if p.profile.name == "thread" and infos:
+            thread_info = ThreadInfo(workers=len(infos), threads_per_worker=infos[0].capacity, total_threads=cap,
+                                     avg_load_per_worker=round(used / len(infos), 2))
+        return CapacityStats(
+            total_capacity=cap, used_capacity=used, available_capacity=max(0, cap - used), utilization_percent=pct,
+            thread_info=thread_info, pool_name=p.name, profile=p.profile.name, worker_count=len(infos),
+            queue_depth=p.queue_depth(), utilization_level=utilization_level(pct),
+            workers=tuple((w.worker_id, w.capacity, w.load, w.status) for w in infos),
+        )
+
+    # ------------------------------------------------------------------ memory
+    def get_memory_stats(self, pool: PoolLike = "default") -> MemoryStats:
+        """Memory of every worker's real process (psutil; children included).
+
+        Workers whose process vanished between listing and measuring are left out.
+        """
+        p = resolve_pool(pool)
+        infos = p.list_workers()
+        memory = _memory_of(w.pid for w in infos)
+        rows = []
+        for w in infos:
+            mem = memory.get(w.pid)
+            if not mem:
+                continue
+            rss, uss = mem.get("rss_mb"), mem.get("uss_mb")
+            rows.append(WorkerMemory(
+                worker_id=w.worker_id, pid=w.pid, memory_mb=_rounded(rss), uss_mb=_rounded(uss),
+                pss_mb=_rounded(mem.get("pss_mb")), swap_mb=_rounded(mem.get("swap_mb")),
+                shared_mb=_rounded(max(0.0, rss - uss)) if rss is not None and uss is not None else None,
+                status=w.status, requests_served=w.requests_served,
+            ))
+        return _memory_stats(p.name, p.profile.name, rows)
+
+    # ------------------------------------------------------------------ all pools
+    def get_comprehensive_report(self, *, detailed: bool = True) -> ComprehensiveReport:
+        """:class:`PoolStats` of every running pool, keyed by name; a pool that fails shows its error."""
+        from ..api import list_pools  # noqa: PLC0415
+
+        out: dict[str, PoolStats | PoolError] = {}
+        for p in list_pools():
+            try:
+                out[p.name] = self.get_pool_stats(p, detailed=detailed)
+            except Exception as exc:  # noqa: BLE001 - reported, never dropped
+                out[p.name] = PoolError(pool_name=p.name, error=str(exc) or repr(exc), error_type=type(exc).__name__)
+        return ComprehensiveReport(out)
+
+    # ------------------------------------------------------------------ saturation
+    def check_saturation(self, pool: PoolLike = "default", threshold: float = 80.0) -> SaturationStatus:
+        """``level="warning"`` (status ``"approaching_saturation"``) when utilization ≥ ``threshold``.
+
+        Example::
+
+            if not snakepit.diagnostics.check_saturation("default", threshold=75):
+                print("pool is getting full")
+        """
+        p = resolve_pool(pool)
+        infos = p.list_workers()
+        cap = sum(w.capacity for w in infos)
+        used = sum(w.load for w in infos)
+        pct = utilization(used, cap)
+        warn = pct >= threshold
+        cutoff = time.time() - 60.0
+        rejections = sum(1 for t in p.saturation_history.copy() if t >= cutoff)
+        return SaturationStatus(
+            pool_name=p.name, level="warning" if warn else "healthy", utilization_percent=pct,
+            threshold=float(threshold), status="approaching_saturation" if warn else "healthy",
+            utilization_level=utilization_level(pct), queue_depth=p.queue_depth(),
+            max_queue_size=int(p.config.max_queue_size), rejections_last_minute=rejections,
+        )
+
+    # ------------------------------------------------------------------ recommendations
+    def snapshot(self, pool: PoolLike = "default") -> Snapshot:
+        """What the recommendation rules look at (the pool now, its memory, its history window)."""
+        p = resolve_pool(pool)
+        cap_stats = self.get_capacity_stats(p)
+        memory = self.get_memory_stats(p)
+        samples = p.history.window(self.thresholds.window_s) if getattr(p, "history", None) is not None else []
+        cfg = p.config
+        return Snapshot(
+            pool_name=p.name, profile=p.profile.name, worker_count=cap_stats.worker_count,
+            capacity_total=cap_stats.total_capacity, capacity_used=cap_stats.used_capacity,
+            utilization_percent=cap_stats.utilization_percent,
+            threads_per_worker=(cap_stats.total_capacity // cap_stats.worker_count
+                                if cap_stats.worker_count else cfg.capacity_per_worker),
+            memory=memory, samples=samples, saturation_times=list(p.saturation_history.copy()), now=time.time(),
+            settings={"pool_size": cfg.pool_size, "max_queue_size": cfg.max_queue_size,
+                      "memory_threshold_mb": cfg.memory_threshold_mb, "worker_max_requests": cfg.worker_max_requests,
+                      "threads_per_worker": cfg.threads_per_worker},
+        )
+
+    def get_recommendations(self, pool: PoolLike = "default") -> Recommendations:
+        """Structured recommendations: the seed's rules, then the measured ones.
+
+        Example::
+
+            >>> recs = get_recommendations("default")          # doctest: +SKIP
+            >>> print(recs)                                      # doctest: +SKIP
+            CRITICAL: Pool utilization is very high (100.0%). Add more workers immediately.
+        """
+        snap = self.snapshot(pool)
+        return Recommendations(pool_name=snap.pool_name, items=tuple(evaluate(snap, self.thresholds)))
+
+    # ------------------------------------------------------------------ history
+    def get_history(self, pool: PoolLike = "default", *, last_s: float | None = None) -> History:
+        """The background samples (``config.history_interval``; none when it is None).
+
+        Args:
+            last_s: only the samples of the last ``last_s`` seconds.
+        """
+        p = resolve_pool(pool)
+        sampler = getattr(p, "history", None)
+        if sampler is None:
+            return History(pool_name=p.name, interval_s=None, samples=())
+        return History(pool_name=p.name, interval_s=sampler.interval, samples=tuple(sampler.window(last_s)))
+
+    # ------------------------------------------------------------------ projection
+    def project_memory(self, pool: PoolLike = "default", worker_counts: Iterable[int] = (1, 2, 4, 8, 16), *,
+                       statistic: str = "mean") -> "pd.DataFrame":
+        """Projected total memory of the pool with other worker counts (see :mod:`.projection`).
+
+        Example::
+
+            df = project_memory("default", [2, 4, 8])
+            df[["workers", "projected_total_mb", "naive_rss_total_mb"]]
+
+        Returns:
+            One row per worker count; columns :data:`projection.PROJECTION_COLUMNS`.
+        """
+        p = resolve_pool(pool)
+        memory = self.get_memory_stats(p)
+        tpw = p.config.capacity_per_worker
+        rows = projection.projection_rows(memory, worker_counts, profile=p.profile.name, threads_per_worker=tpw,
+                                          statistic=statistic)
+        return projection.to_frame(rows, projection.PROJECTION_COLUMNS)
+
+    def compare_profiles(self, pool: PoolLike = "default", capacity: int | None = None,
+                         threads_per_worker: int | None = None, *, statistic: str = "mean") -> "pd.DataFrame":
+        """Process vs thread profile for the same capacity, from the pool's measured memory.
+
+        Args:
+            capacity: concurrent requests to plan for (default: the pool's capacity now).
+            threads_per_worker: of the thread row (default: the pool's, for a thread pool;
+                otherwise ``capacity`` clipped to 4–16).
+
+        Returns:
+            Two rows (``process``, ``thread``); columns :data:`projection.COMPARISON_COLUMNS`;
+            ``saving_mb`` is relative to the process row.
+        """
+        p = resolve_pool(pool)
+        memory = self.get_memory_stats(p)
+        per_worker = p.config.capacity_per_worker
+        if capacity is None:
+            capacity = max(1, sum(w.capacity for w in p.list_workers()) or p.config.total_capacity)
+        if threads_per_worker is None:
+            threads_per_worker = per_worker if p.profile.name == "thread" else max(4, min(16, capacity))
+        rows = projection.comparison_rows(memory, profile=p.profile.name, threads_per_worker=per_worker,
+                                          capacity=int(capacity), target_threads_per_worker=int(threads_per_worker),
+                                          statistic=statistic)
+        return projection.to_frame(rows, projection.COMPARISON_COLUMNS)
+
+
+def _memory_stats(pool_name: str, profile: str, rows: list[WorkerMemory]) -> MemoryStats:
+    rss = [w.memory_mb for w in rows if w.memory_mb is not None]
+    uss = [w.uss_mb for w in rows if w.uss_mb is not None]
+    pss = [w.pss_mb for w in rows if w.pss_mb is not None]
+    full_uss = bool(rows) and len(uss) == len(rows)
+    shared = max((w.shared_mb or 0.0) for w in rows) if full_uss else None
+    total_uss = round(sum(uss), 2) if full_uss else None
+    return MemoryStats(
+        total_memory_mb=round(sum(rss), 2),
+        avg_memory_per_worker_mb=round(sum(rss) / len(rss), 2) if rss else 0.0,
+        max_memory_worker_mb=round(max(rss), 2) if rss else 0.0,
+        min_memory_worker_mb=round(min(rss), 2) if rss else 0.0,
+        workers=tuple(rows), pool_name=pool_name, profile=profile,
+        total_uss_mb=total_uss,
+        total_pss_mb=round(sum(pss), 2) if rows and len(pss) == len(rows) else None,
+        shared_mb=round(shared, 2) if shared is not None else None,
+        footprint_mb=round(total_uss + shared, 2) if total_uss is not None and shared is not None
+        else (round(sum(rss), 2) if rss else None),
+        basis="uss" if full_uss else "rss",
+        collected_at=time.time(),
+    )
+
