@@ -1214,7 +1214,8 @@ class Pool:
         """Stop the pool: no new requests; then stop every worker. Idempotent.
 
         Args:
-            wait: let in-flight requests finish (up to ``grace`` seconds) before stopping workers.
+            wait: let queued and in-flight requests finish (up to ``grace`` seconds) before
+                stopping the workers; what is left then fails with :class:`PoolClosedError`.
             cancel_futures: cancel queued requests instead of running them.
         """
         with self._lock:
@@ -1223,21 +1224,30 @@ class Pool:
             else:
                 already = False
                 self._closed = True
-                queued = list(self._queue)
-                self._queue.clear()
+                queued = [] if wait and not cancel_futures else list(self._queue)
+                for call in queued:
+                    self._queue.remove(call)
         if already:
             self._stopping_done.wait(10.0)
             return
         for call in queued:
             if call.queue_timer is not None:
                 call.queue_timer.cancel()
-            if cancel_futures and call.future is not None:
+            if call.future is not None:
                 call.future.cancel()
             self._complete(call, None, PoolClosedError(self.name))
         if wait:
+            # Like Executor.shutdown(wait=True): queued and running requests finish first.
             end = time.monotonic() + grace
-            while time.monotonic() < end and any(w.in_flight for w in self._worker_handles()):
+            while time.monotonic() < end and (self._queue or any(w.in_flight for w in self._worker_handles())):
                 time.sleep(0.01)
+        with self._lock:
+            leftover = list(self._queue)
+            self._queue.clear()
+        for call in leftover:
+            if call.queue_timer is not None:
+                call.queue_timer.cancel()
+            self._complete(call, None, PoolClosedError(self.name))
         self._teardown(grace=2.0)
 
     def _teardown(self, grace: float) -> None:

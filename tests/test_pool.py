@@ -191,3 +191,17 @@ def test_threads_submit_concurrently(pool):
     for t in threads:
         t.join()
     assert sorted(results) == list(range(16))
+
+
+def test_stop_waits_for_queued_work_or_cancels_it():
+    p = snakepit.start_pool("t-drain-stop", pool_size=1, queue_timeout=30)
+    futures = [p.submit_command("sleep", {"seconds": 0.1}) for _ in range(4)]
+    p.stop(wait=True)
+    assert all(f.result(1) >= 0.09 for f in futures)
+    p = snakepit.start_pool("t-cancel-stop", pool_size=1, queue_timeout=30)
+    running = p.submit_command("sleep", {"seconds": 0.3})
+    queued = [p.submit_command("sleep", {"seconds": 5}) for _ in range(3)]
+    p.stop(wait=True, cancel_futures=True)
+    assert running.result(1) >= 0.29
+    assert all(f.cancelled() for f in queued)
+    snakepit.shutdown()
