@@ -59,6 +59,9 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+    from . import admin  # publishes this process's admin endpoint (idempotent; snakepit/admin.py)
+
+    admin.install()
     _notify_started(pool)
     return pool
 

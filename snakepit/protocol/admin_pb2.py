@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsnakepit/protocol/admin.proto\x12\x11snakepit.admin.v1\"\x0e\n\x0cHelloRequest\"r\n\x0bPoolSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\"\xa0\x01\n\nHelloReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nstarted_at\x18\x03 \x01(\x01\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12-\n\x05pools\x18\x05 \x03(\x0b\x32\x1e.snakepit.admin.v1.PoolSummary\x12\x0f\n\x07\x63ommand\x18\x06 \x01(\t\x12\x0e\n\x06python\x18\x07 \x01(\t\"\x12\n\x10ListPoolsRequest\"I\n\x0eInspectRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tailed\x18\x02 \x01(\x08\x12\x17\n\x0frecommendations\x18\x03 \x01(\x08\"@\n\rReportRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"7\n\x14RecycleWorkerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\"7\n\x12RecycleWorkerReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\x97\x03\n\x05\x41\x64min\x12G\n\x05Hello\x12\x1f.snakepit.admin.v1.HelloRequest\x1a\x1d.snakepit.admin.v1.HelloReply\x12N\n\tListPools\x12#.snakepit.admin.v1.ListPoolsRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12J\n\x07Inspect\x12!.snakepit.admin.v1.InspectRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12H\n\x06Report\x12 .snakepit.admin.v1.ReportRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12_\n\rRecycleWorker\x12\'.snakepit.admin.v1.RecycleWorkerRequest\x1a%.snakepit.admin.v1.RecycleWorkerReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsnakepit/protocol/admin.proto\x12\x11snakepit.admin.v1\"\x0e\n\x0cHelloRequest\"r\n\x0bPoolSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\"\xb6\x01\n\nHelloReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nstarted_at\x18\x03 \x01(\x01\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12-\n\x05pools\x18\x05 \x03(\x0b\x32\x1e.snakepit.admin.v1.PoolSummary\x12\x0f\n\x07\x63ommand\x18\x06 \x01(\t\x12\x0e\n\x06python\x18\x07 \x01(\t\x12\x14\n\x0cpublished_at\x18\x08 \x01(\x01\"\x12\n\x10ListPoolsRequest\"I\n\x0eInspectRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tailed\x18\x02 \x01(\x08\x12\x17\n\x0frecommendations\x18\x03 \x01(\x08\"@\n\rReportRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"7\n\x14RecycleWorkerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\"7\n\x12RecycleWorkerReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\x97\x03\n\x05\x41\x64min\x12G\n\x05Hello\x12\x1f.snakepit.admin.v1.HelloRequest\x1a\x1d.snakepit.admin.v1.HelloReply\x12N\n\tListPools\x12#.snakepit.admin.v1.ListPoolsRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12J\n\x07Inspect\x12!.snakepit.admin.v1.InspectRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12H\n\x06Report\x12 .snakepit.admin.v1.ReportRequest\x1a\x1c.snakepit.admin.v1.JsonReply\x12_\n\rRecycleWorker\x12\'.snakepit.admin.v1.RecycleWorkerRequest\x1a%.snakepit.admin.v1.RecycleWorkerReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POOLSUMMARY']._serialized_start=68
   _globals['_POOLSUMMARY']._serialized_end=182
   _globals['_HELLOREPLY']._serialized_start=185
-  _globals['_HELLOREPLY']._serialized_end=345
-  _globals['_LISTPOOLSREQUEST']._serialized_start=347
-  _globals['_LISTPOOLSREQUEST']._serialized_end=365
-  _globals['_INSPECTREQUEST']._serialized_start=367
-  _globals['_INSPECTREQUEST']._serialized_end=440
-  _globals['_REPORTREQUEST']._serialized_start=442
-  _globals['_REPORTREQUEST']._serialized_end=506
-  _globals['_JSONREPLY']._serialized_start=508
-  _globals['_JSONREPLY']._serialized_end=533
-  _globals['_RECYCLEWORKERREQUEST']._serialized_start=535
-  _globals['_RECYCLEWORKERREQUEST']._serialized_end=590
-  _globals['_RECYCLEWORKERREPLY']._serialized_start=592
-  _globals['_RECYCLEWORKERREPLY']._serialized_end=647
-  _globals['_ADMIN']._serialized_start=650
-  _globals['_ADMIN']._serialized_end=1057
+  _globals['_HELLOREPLY']._serialized_end=367
+  _globals['_LISTPOOLSREQUEST']._serialized_start=369
+  _globals['_LISTPOOLSREQUEST']._serialized_end=387
+  _globals['_INSPECTREQUEST']._serialized_start=389
+  _globals['_INSPECTREQUEST']._serialized_end=462
+  _globals['_REPORTREQUEST']._serialized_start=464
+  _globals['_REPORTREQUEST']._serialized_end=528
+  _globals['_JSONREPLY']._serialized_start=530
+  _globals['_JSONREPLY']._serialized_end=555
+  _globals['_RECYCLEWORKERREQUEST']._serialized_start=557
+  _globals['_RECYCLEWORKERREQUEST']._serialized_end=612
+  _globals['_RECYCLEWORKERREPLY']._serialized_start=614
+  _globals['_RECYCLEWORKERREPLY']._serialized_end=669
+  _globals['_ADMIN']._serialized_start=672
+  _globals['_ADMIN']._serialized_end=1079
 # @@protoc_insertion_point(module_scope)

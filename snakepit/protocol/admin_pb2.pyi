@@ -28,7 +28,7 @@ class PoolSummary(_message.Message):
     def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., workers: _Optional[int] = ..., capacity: _Optional[int] = ..., load: _Optional[int] = ..., queue_depth: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("pid", "version", "started_at", "uptime_s", "pools", "command", "python")
+    __slots__ = ("pid", "version", "started_at", "uptime_s", "pools", "command", "python", "published_at")
     PID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class HelloReply(_message.Message):
     POOLS_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     PYTHON_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
     pid: int
     version: str
     started_at: float
@@ -43,7 +44,8 @@ class HelloReply(_message.Message):
     pools: _containers.RepeatedCompositeFieldContainer[PoolSummary]
     command: str
     python: str
-    def __init__(self, pid: _Optional[int] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., uptime_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolSummary, _Mapping]]] = ..., command: _Optional[str] = ..., python: _Optional[str] = ...) -> None: ...
+    published_at: float
+    def __init__(self, pid: _Optional[int] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., uptime_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolSummary, _Mapping]]] = ..., command: _Optional[str] = ..., python: _Optional[str] = ..., published_at: _Optional[float] = ...) -> None: ...
 
 class ListPoolsRequest(_message.Message):
     __slots__ = ()
