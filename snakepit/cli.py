@@ -289,8 +289,11 @@ def _render_recommendations(out: _Out, recs: Any) -> None:
             text = rec.get("text") or rec.get("message") or str(rec)
             style = _SEVERITY_STYLE.get(str(rec.get("severity", "")).lower())
             out(f"  • {text}", style)
-            if rec.get("suggestion") and rec.get("suggestion") not in text:
-                out(f"      → {rec['suggestion']}", "dim")
+            suggestion = rec.get("suggestion")
+            if isinstance(suggestion, dict) and suggestion:
+                out("      → suggested: " + ", ".join(f"{k}={v}" for k, v in suggestion.items()), "dim")
+            elif isinstance(suggestion, str) and suggestion and suggestion not in text:
+                out(f"      → {suggestion}", "dim")
         else:
             out(f"  • {rec}")
 
