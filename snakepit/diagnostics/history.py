@@ -95,7 +95,8 @@ class HistorySampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"snakepit-{pool.name}-history", daemon=True)
-        self._prev: tuple[float, int] | None = None  # (monotonic, completed)
+        # (monotonic, completed) at the previous sample: the first sample covers the time since now.
+        self._prev: tuple[float, int] | None = (time.monotonic(), int(pool.counters.get("completed", 0)))
         self._procs: dict[int, Any] = {}  # pid -> psutil.Process (cached: creation reads /proc)
         self._ids: tuple[str, ...] = ()
         self._tick = 0
