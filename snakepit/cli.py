@@ -456,8 +456,9 @@ def cmd_pools(fmt: str) -> None:
 
     table = Table(title="Live snakepit pool managers", box=box.SIMPLE_HEAD, title_justify="left")
     for col, justify in (("PID", "right"), ("Pools", "left"), ("Workers", "right"), ("Capacity", "right"),
-                         ("Load", "right"), ("Queue", "right"), ("Uptime", "right"), ("Command", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+                         ("Load", "right"), ("Queue", "right"), ("Uptime", "right")):
+        table.add_column(col, justify=justify, overflow="fold", min_width=20 if col == "Pools" else None)
+    table.add_column("Command", overflow="ellipsis", no_wrap=True, max_width=40)
     for row in rows:
         pools = row.get("pools") or []
         table.add_row(
@@ -469,15 +470,17 @@ def cmd_pools(fmt: str) -> None:
             str(sum(p["load"] for p in pools)),
             str(sum(p["queue_depth"] for p in pools)),
             _fmt_duration(row.get("uptime_s")),
-            _shorten(_short_command(row.get("command", "")), 60),
+            _short_command(row.get("command", "")),
         )
     out.print(table)
 
 
 def _short_command(command: str) -> str:
     """``/usr/bin/python3 /home/me/app.py -x`` → ``python3 app.py -x``."""
-    parts = command.split()
-    return " ".join(os.path.basename(p) if os.sep in p else p for p in parts)
+    parts = command.split(" ")
+    if "-c" in parts:  # python -c '<a whole script>'
+        parts = parts[: parts.index("-c") + 1] + ["…"]
+    return " ".join(os.path.basename(p) if os.sep in p and "\n" not in p else p for p in parts)
 
 
 def _shorten(text: str, width: int) -> str:
@@ -615,42 +618,57 @@ def _measure_pool(profile: str, size: int, threads_per_worker: int) -> dict[str,
 
 def _profile_analysis(managers: Sequence[Any]) -> dict[str, Any]:
     """TEST 0 of the original diagnose.scaling, over the live pools of every manager."""
+    entries = [(manager.pid, name, entry)
+               for manager, _, report in _inspect_managers(managers, None, False, False)
+               for name, entry in report.items()]
+    return analyse_pools(entries)
+
+
+def analyse_pools(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
+    """TEST 0 from inspector entries ``(manager_pid, pool_name, entry)``: per-pool warnings and
+    recommendations with the original's thresholds, and the system overview.
+
+    Example::
+
+        >>> analyse_pools([(1, "big", {"profile": "process", "config": {"pool_size": 300},
+        ...                             "utilization_percent": 10.0})])["pools"][0]["warnings"][0][:20]
+        'Large process pool ('
+    """
     pools = []
-    for manager, hello, report in _inspect_managers(managers, None, False, False):
-        for name, entry in report.items():
-            cfg = entry.get("config") or {}
-            profile = entry.get("profile") or cfg.get("profile")
-            size = int(cfg.get("pool_size") or entry.get("worker_count") or 0)
-            item = {
-                "manager_pid": manager.pid,
-                "pool": name,
-                "profile": profile,
-                "pool_size": size,
-                "threads_per_worker": cfg.get("threads_per_worker") if profile == "thread" else 1,
-                "capacity": entry.get("capacity_total"),
-                "active_workers": entry.get("worker_count"),
-                "utilization_percent": entry.get("utilization_percent"),
-                "available": entry.get("capacity_available"),
-                "warnings": [],
-                "recommendations": [],
-            }
-            if profile == "thread" and size > THREAD_POOL_WARN:
-                item["warnings"].append(
-                    f"Large pool size ({size}) with thread profile may not be optimal: prefer fewer workers "
-                    "with more threads (e.g. 16 workers x 64 threads = 1024 capacity)")
-            if profile != "thread" and size > PROCESS_POOL_WARN:
-                item["warnings"].append(
-                    f"Large process pool ({size} workers): consider the thread profile for GIL-releasing work "
-                    "(fewer processes, shared memory, lower start-up cost)")
-            pct = entry.get("utilization_percent")
-            if isinstance(pct, (int, float)) and pct > 80:
-                if profile == "thread":
-                    item["recommendations"].append("Increase threads_per_worker or pool_size")
-                else:
-                    item["recommendations"].append("Add more workers (pool_size)")
-                    if size > 100:
-                        item["recommendations"].append("Or consider switching to the thread profile")
-            pools.append(item)
+    for manager_pid, name, entry in entries:
+        cfg = entry.get("config") or {}
+        profile = entry.get("profile") or cfg.get("profile")
+        size = int(cfg.get("pool_size") or entry.get("worker_count") or 0)
+        item = {
+            "manager_pid": manager_pid,
+            "pool": name,
+            "profile": profile,
+            "pool_size": size,
+            "threads_per_worker": cfg.get("threads_per_worker") if profile == "thread" else 1,
+            "capacity": entry.get("capacity_total"),
+            "active_workers": entry.get("worker_count"),
+            "utilization_percent": entry.get("utilization_percent"),
+            "available": entry.get("capacity_available"),
+            "warnings": [],
+            "recommendations": [],
+        }
+        if profile == "thread" and size > THREAD_POOL_WARN:
+            item["warnings"].append(
+                f"Large pool size ({size}) with thread profile may not be optimal: prefer fewer workers "
+                "with more threads (e.g. 16 workers x 64 threads = 1024 capacity)")
+        if profile != "thread" and size > PROCESS_POOL_WARN:
+            item["warnings"].append(
+                f"Large process pool ({size} workers): consider the thread profile for GIL-releasing work "
+                "(fewer processes, shared memory, lower start-up cost)")
+        pct = entry.get("utilization_percent")
+        if isinstance(pct, (int, float)) and pct > 80:
+            if profile == "thread":
+                item["recommendations"].append("Increase threads_per_worker or pool_size")
+            else:
+                item["recommendations"].append("Add more workers (pool_size)")
+                if size > 100:
+                    item["recommendations"].append("Or consider switching to the thread profile")
+        pools.append(item)
     process_pools = [p for p in pools if p["profile"] != "thread"]
     thread_pools = [p for p in pools if p["profile"] == "thread"]
     total = sum(p["pool_size"] for p in pools)
