@@ -8,7 +8,7 @@ import pytest
 
 import snakepit
 
-SLEEP = 0.3
+SLEEP = 0.5
 
 
 def _run_16_sleeps(pool) -> float:
