@@ -1298,6 +1298,31 @@ class Pool:
         state = "stopped" if self._closed else f"{len(self._workers)} workers"
         return f"<snakepit.Pool {self.name!r} profile={self.profile.name} {state} capacity={self.capacity}>"
 
+    def _repr_html_(self) -> str:
+        """A static summary for notebooks (the live view is ``snakepit_nb.Panel``). Never raises."""
+        import html
+
+        try:
+            stats = self.statistics()
+            workers = self.list_workers()
+        except Exception as exc:  # a repr must not raise
+            return f"<pre>{html.escape(repr(self))}: {html.escape(str(exc))}</pre>"
+        used, total = stats["capacity_used"], stats["capacity_total"]
+        pct = 100.0 * used / total if total else 0.0
+        rows = "".join(
+            f"<tr><td>{html.escape(w.worker_id)}</td><td>{w.pid}</td><td>{html.escape(w.status)}</td>"
+            f"<td>{w.load}/{w.capacity}</td><td>{w.requests_served}</td><td>{w.uptime_s:.0f}s</td></tr>"
+            for w in workers
+        )
+        state = "stopped" if self._closed else "running"
+        return (
+            f"<div><strong>snakepit pool {html.escape(self.name)}</strong> — {self.profile.name} profile, "
+            f"{state}, {len(workers)} workers, capacity {used}/{total} in use ({pct:.0f}%), "
+            f"queue {stats['queue_depth']}/{stats['max_queue_size']}"
+            "<table><thead><tr><th>worker</th><th>pid</th><th>status</th><th>load</th><th>requests</th>"
+            f"<th>uptime</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+
 
 class Session:
     """Calls made through a session run on one worker while that worker lives.

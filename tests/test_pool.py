@@ -205,3 +205,11 @@ def test_stop_waits_for_queued_work_or_cancels_it():
     assert running.result(1) >= 0.29
     assert all(f.cancelled() for f in queued)
     snakepit.shutdown()
+
+
+def test_repr_and_html_summary(pool):
+    assert "t-pool" in repr(pool) and "process" in repr(pool)
+    html = pool._repr_html_()
+    assert html.count("<tr><td>t-pool-w") == 2 and "capacity 0/2" in html
+    pool.stop()
+    assert "stopped" in repr(pool) and "stopped" in pool._repr_html_()
