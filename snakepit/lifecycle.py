@@ -145,6 +145,7 @@ class LifecycleMonitor:
                 if worker.gone or pool.closed:
                     continue
                 self._missed(worker, exc)
+        pool.expire_sessions()
         live = {w.worker_id for w in workers}
         for wid in list(self._last_ping):
             if wid not in live:

@@ -595,6 +595,8 @@ class Pool:
         elif timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         call = _Call(self, next(self._request_ids), command, payload, session, stream, timeout)
+        if session is not None:
+            session.last_used = time.monotonic()
         saturated = None
         with self._lock:
             self._check_open()
@@ -1143,6 +1145,22 @@ class Pool:
         with self._lock:
             return list(self._sessions.values())
 
+    session_idle_ttl = 3600.0  # seconds, as Snakepit's session store
+
+    def expire_sessions(self, idle_ttl: float | None = None) -> list[str]:
+        """Close sessions unused for ``idle_ttl`` seconds (default: one hour); return their ids.
+
+        Called by the lifecycle thread, so that sessions opened with ``session_id=`` and
+        never closed do not pin namespaces on workers forever.
+        """
+        ttl = self.session_idle_ttl if idle_ttl is None else idle_ttl
+        now = time.monotonic()
+        with self._lock:
+            stale = [s for s in self._sessions.values() if now - s.last_used >= ttl]
+        for session in stale:
+            session.close()
+        return [s.session_id for s in stale]
+
     def list_workers(self) -> list[WorkerInfo]:
         """A snapshot of every live worker (starting ones are not listed until ready)."""
         now = time.monotonic()
@@ -1340,6 +1358,7 @@ class Session:
         self.worker_pid: int | None = None
         self.moves: list[dict[str, Any]] = []
         self.pinned = False
+        self.last_used = time.monotonic()
         self._pending_move: str | None = None
         self._previous: str | None = None
 

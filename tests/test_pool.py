@@ -213,3 +213,15 @@ def test_repr_and_html_summary(pool):
     assert html.count("<tr><td>t-pool-w") == 2 and "capacity 0/2" in html
     pool.stop()
     assert "stopped" in repr(pool) and "stopped" in pool._repr_html_()
+
+
+def test_idle_sessions_expire_and_free_their_namespace(pool):
+    s = pool.session("idle")
+    s.run_code("big = list(range(10))")
+    on_that_worker = pool._pinned_session(s.worker_id)
+    assert on_that_worker.execute("session_names", {"session_id": "idle"}) == ["big"]
+    assert pool.expire_sessions(idle_ttl=3600) == []
+    assert pool.expire_sessions(idle_ttl=0) == ["idle"]
+    assert "idle" not in {x.session_id for x in pool.list_sessions()}
+    # The namespace is gone on the worker too (session_close was sent before this request).
+    assert on_that_worker.execute("session_names", {"session_id": "idle"}) == []
