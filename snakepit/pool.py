@@ -1432,9 +1432,10 @@ class Session:
                 worker.sessions.discard(self.session_id)
         if worker is not None and not pool.closed:
             try:
-                pool._dispatch("session_close", {"session_id": self.session_id}, session=None,
+                on_worker = pool._pinned_session(worker.worker_id)
+                pool._dispatch("session_close", {"session_id": self.session_id}, session=on_worker,
                                stream=False, timeout=5.0)
-            except Exception:  # closing is best effort
+            except Exception:  # closing is best effort: the worker may be gone already
                 pass
 
     def __enter__(self) -> "Session":
