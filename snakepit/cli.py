@@ -367,6 +367,8 @@ def _inspect_managers(managers: Sequence[Any], pool: str | None, detailed: bool,
         results.append((manager, hello, report))
     if not results and errors:
         raise CLIError("; ".join(errors))
+    for error in errors:  # some managers answered, others did not: say so, on stderr
+        _Out(_console(stderr=True))(f"⚠️  skipped manager {error}", "yellow")
     return results
 
 
@@ -920,11 +922,21 @@ def _print_analysis(out: _Out, analysis: dict[str, Any]) -> None:
 
 # ============================================================================ demo
 def cmd_demo(tasks: int, snapshot: bool = True) -> None:
-    """``snakepit demo``: two pools, a mixed workload with a progress bar, the inspector report."""
-    import math  # noqa: PLC0415
+    """``snakepit demo``: two pools, a mixed workload with progress bars, the inspector report.
+
+    Starts ``default`` (process profile) and ``hpc`` (thread profile) with the embedded
+    defaults, runs CPU-bound functions and commands on the first and I/O-like ``sleep``
+    commands and functions on the second, keeps the process pool at 100 % for a moment,
+    prints the inspector's report of the busiest moment with recommendations, and stops
+    everything (also on Ctrl-C).
+    """
     import operator  # noqa: PLC0415
 
+    from rich import box  # noqa: PLC0415
+    from rich.panel import Panel  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     import snakepit  # noqa: PLC0415
 
@@ -932,84 +944,101 @@ def cmd_demo(tasks: int, snapshot: bool = True) -> None:
 
     console = _console()
     out = _Out(console)
-    out()
-    out("🐍 snakepit demo: a process pool and a thread pool, a mixed workload, the inspector", "bold")
-    out(THIN)
+    console.print(Panel.fit(
+        "A [bold]process[/] pool and a [bold]thread[/] pool next to this program, a mixed workload,\n"
+        "and what [bold]snakepit profile-inspector[/] sees while it runs.",
+        title="🐍 snakepit demo", border_style="cyan"))
     t0 = time.monotonic()
     try:
-        with console.status("Starting pool 'default' (process profile)..."):
+        out("Starting pools", "bold")
+        started = time.monotonic()
+        with console.status("starting 'default' (process profile)..."):
             default = snakepit.start_pool("default", profile="process")
-        out(f"  ✓ default  process profile, {default.config.pool_size} workers x 1 = capacity {default.capacity}"
-            f"  ({time.monotonic() - t0:.1f} s)", "green")
-        t1 = time.monotonic()
-        with console.status("Starting pool 'hpc' (thread profile)..."):
+        out(f"  ✓ default  process  {default.config.pool_size} workers x 1 thread   = capacity {default.capacity:<3}"
+            f"  ready in {time.monotonic() - started:.1f} s", "green")
+        started = time.monotonic()
+        with console.status("starting 'hpc' (thread profile)..."):
             hpc = snakepit.start_pool("hpc", profile="thread")
-        out(f"  ✓ hpc      thread profile, {hpc.config.pool_size} workers x {hpc.config.threads_per_worker} threads"
-            f" = capacity {hpc.capacity}  ({time.monotonic() - t1:.1f} s)", "green")
+        out(f"  ✓ hpc      thread   {hpc.config.pool_size} workers x {hpc.config.threads_per_worker} threads"
+            f" = capacity {hpc.capacity:<3}  ready in {time.monotonic() - started:.1f} s", "green")
         ep = admin.current_endpoint()
         if ep is not None:
-            out(f"  (while it runs, `snakepit pools` in another terminal lists pid {ep.pid})", "dim")
+            out(f"    (attachable: `snakepit pools` in another terminal lists pid {ep.pid})", "dim")
         out()
 
-        futures: list[tuple[str, Any]] = []
-        report: dict[str, Any] | None = None
         n = max(tasks, 8)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
-            job = progress.add_task("Mixed workload", total=n)
-            for i in range(n):
-                kind = i % 4
-                if kind == 0:    # CPU-bound Python function on the process pool
-                    futures.append(("cpu", default.submit(math.factorial, 3000 + i)))
-                elif kind == 1:  # I/O-like, GIL-releasing work on the thread pool
-                    futures.append(("io", hpc.submit_command("sleep", {"seconds": 0.25})))
-                elif kind == 2:  # adapter commands
-                    futures.append(("cmd", default.submit_command("echo", {"i": i})))
-                else:            # a function on the thread pool
-                    futures.append(("fn", hpc.submit(operator.mul, i, i)))
+        per_kind = n // 4
+        kinds = [
+            ("cpu", "CPU-bound functions  → default", lambda i: default.submit(sum, range(300_000 + 1000 * i))),
+            ("cmd", "echo commands        → default", lambda i: default.submit_command("echo", {"i": i})),
+            ("io", "sleep (I/O-like)     → hpc    ",
+             lambda i: hpc.submit_command("sleep", {"seconds": 0.15 + 0.05 * (i % 6)})),
+            ("fn", "functions            → hpc    ", lambda i: hpc.submit(operator.mul, i, i)),
+        ]
+        snapshots: list[dict[str, Any]] = []
+        failures: list[str] = []
+        out(f"Mixed workload: {per_kind * 4} tasks, then a burst that fills the process pool", "bold")
+        with Progress(TextColumn("  {task.description}"), BarColumn(bar_width=32), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            bars = {kind: progress.add_task(label, total=per_kind) for kind, label, _ in kinds}
+
+            def done(kind: str) -> Callable[[Any], None]:
+                def callback(fut: Any) -> None:
+                    if fut.cancelled() or fut.exception() is not None:
+                        failures.append(kind)
+                    progress.advance(bars[kind])
+                return callback
+
+            futures = []
+            for i in range(per_kind):
+                for kind, _, submit in kinds:
+                    fut = submit(i)
+                    fut.add_done_callback(done(kind))
+                    futures.append(fut)
             time.sleep(0.05)
-            if snapshot:
-                # The inspector's view while the workload runs (what `snakepit profile-inspector` shows).
-                report = admin.collect_inspection([default, hpc], detailed=True, recommendations=True)
-            counts = {"cpu": 0, "io": 0, "cmd": 0, "fn": 0}
-            failures = 0
-            for kind, fut in futures:
+            if snapshot:  # what `snakepit profile-inspector` would show right now
+                snapshots.append(admin.collect_inspection([default, hpc], detailed=True, recommendations=True))
+            for fut in futures:
                 try:
                     fut.result(timeout=60)
-                    counts[kind] += 1
                 except Exception:
-                    failures += 1
-                progress.advance(job)
-            # A burst of parallel sleeps that keeps the process pool at 100 % for a moment.
-            burst = [default.submit_command("sleep", {"seconds": 0.4}) for _ in range(default.capacity * 2)]
-            time.sleep(0.1)
-            saturated = admin.collect_inspection([default, hpc], detailed=True, recommendations=True)
+                    pass
+            burst_bar = progress.add_task("burst of sleeps      → default", total=default.capacity * 3)
+            burst = [default.submit_command("sleep", {"seconds": 0.3}) for _ in range(default.capacity * 3)]
             for fut in burst:
-                fut.result(timeout=30)
+                fut.add_done_callback(lambda _f: progress.advance(burst_bar))
+            time.sleep(0.1)
+            snapshots.append(admin.collect_inspection([default, hpc], detailed=True, recommendations=True))
+            for fut in burst:
+                fut.result(timeout=60)
         elapsed = time.monotonic() - t0
-        out(f"  {n} tasks done: {counts['cpu']} CPU functions, {counts['io']} sleeps, {counts['cmd']} echo commands, "
-            f"{counts['fn']} thread-pool functions; {failures} failed", "bold green" if not failures else "bold red")
+
+        out()
+        table = Table(title="Results", box=box.SIMPLE_HEAD, title_justify="left", title_style="bold")
+        for col in ("Pool", "Profile", "Capacity", "Requests", "Failed", "p50", "p95", "Peak utilization"):
+            table.add_column(col, justify="left" if col in ("Pool", "Profile") else "right")
         for pool in (default, hpc):
+            stats = pool.statistics()
             lat = sorted(pool.recent_latencies_us)
-            if lat:
-                p50 = lat[len(lat) // 2] / 1000
-                p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))] / 1000
-                out(f"  {pool.name:<8} latency p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(lat)} requests", "dim")
-        render_inspection(saturated if report is None else _merge_snapshots(report, saturated),
-                          detailed=True, recommendations=True, console=console)
-        out(f"Demo finished in {elapsed:.1f} s. Next: `snakepit profile-inspector` attaches to the pools of a "
-            "running kernel.", "dim")
+            p50 = f"{lat[len(lat) // 2] / 1000:.1f} ms" if lat else "-"
+            p95 = f"{lat[min(len(lat) - 1, int(len(lat) * 0.95))] / 1000:.1f} ms" if lat else "-"
+            peak = max(snapshots, key=lambda r: r.get(pool.name, {}).get("utilization_percent") or 0)
+            badge, style = utilization_badge(peak.get(pool.name, {}))
+            table.add_row(pool.name, pool.profile.name, str(pool.capacity), str(stats.get("completed", 0)),
+                          str(stats.get("failed", 0)), p50, p95, Text(badge, style=style or ""))
+        console.print(table)
+        if failures:
+            out(f"  {len(failures)} tasks failed", "bold red")
+
+        busiest = {name: max((r[name] for r in snapshots if name in r),
+                             key=lambda e: e.get("utilization_percent") or 0)
+                   for name in ("default", "hpc")}
+        out("The inspector at the busiest moment:", "bold")
+        render_inspection(busiest, detailed=True, recommendations=True, console=console)
+        out(f"Demo finished in {elapsed:.1f} s; stopping the pools. Next: `snakepit profile-inspector` "
+            "attaches to the pools of a running kernel or script.", "dim")
     finally:
         snakepit.shutdown()
-
-
-def _merge_snapshots(during: dict[str, Any], saturated: dict[str, Any]) -> dict[str, Any]:
-    """Show each pool at its busiest snapshot."""
-    merged = {}
-    for name in during:
-        a, b = during[name], saturated.get(name, during[name])
-        merged[name] = b if (b.get("utilization_percent") or 0) >= (a.get("utilization_percent") or 0) else a
-    return merged
 
 
 # ============================================================================ click wiring
@@ -1049,8 +1078,22 @@ def get_cli() -> Any:
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="snakepit", prog_name="snakepit")
-    def cli() -> None:
-        """snakepit: inspect live worker pools, measure scaling, run the demo."""
+    @click.option("--runtime-dir", type=click.Path(file_okay=False), default=None, envvar="SNAKEPIT_RUNTIME_DIR",
+                  help="The runtime directory where pool managers publish their discovery files "
+                       "(default: $SNAKEPIT_RUNTIME_DIR, $XDG_RUNTIME_DIR/snakepit or /tmp/snakepit-UID).")
+    @click.pass_context
+    def cli(ctx: click.Context, runtime_dir: str | None) -> None:
+        """snakepit: inspect live worker pools, measure scaling, run the demo.
+
+        \b
+        snakepit demo
+        snakepit pools
+        snakepit profile-inspector --detailed --recommendations
+        snakepit profile-inspector --format json | jq '.default.utilization_percent'
+        """
+        if runtime_dir:
+            os.environ["SNAKEPIT_RUNTIME_DIR"] = runtime_dir
+        ctx.obj = {"runtime_dir": runtime_dir}
 
     @cli.command("profile-inspector")
     @click.option("--pool", default=None, metavar="NAME", help="Inspect only this pool.")
