@@ -538,11 +538,9 @@ def _start_endpoint() -> Endpoint:
     apb_grpc.add_AdminServicer_to_server(_make_servicer(ep), server)
     address = ep.address()
     assert address.startswith("unix:"), "the admin endpoint only listens on Unix sockets"
-    old_umask = os.umask(0o177)  # the socket is created 0600
-    try:
-        server.add_insecure_port(address)
-    finally:
-        os.umask(old_umask)
+    # The socket's directory is private (0700) from the start; the socket itself is made 0600
+    # too (no process-wide umask change: other threads may be creating files right now).
+    server.add_insecure_port(address)
     server.start()
     try:
         os.chmod(socket_path, 0o600)

@@ -162,6 +162,19 @@ def test_in_process_endpoint_published_and_withdrawn(runtime_env):
     assert not os.path.exists(ep.socket_path)
 
 
+def test_discovery_files_that_others_could_read_are_not_trusted(runtime_env):
+    snakepit.start_pool("adm", pool_size=1, history_interval=None)
+    ep = admin.current_endpoint()
+    assert [m.pid for m in admin.discover()] == [os.getpid()]
+    os.chmod(ep.discovery_path, 0o644)
+    try:
+        assert admin.discover() == []
+    finally:
+        os.chmod(ep.discovery_path, 0o600)
+    assert [m.pid for m in admin.discover()] == [os.getpid()]
+    snakepit.shutdown()
+
+
 def test_publishing_can_be_switched_off(runtime_env):
     admin.set_enabled(False)
     try:

@@ -19,6 +19,12 @@ def _blocks(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
+def _invoke(args: list[str]):
+    """The CLI in this process (click's CliRunner): same code, no interpreter start-up."""
+    result = CliRunner().invoke(cli.get_cli(), args, catch_exceptions=False)
+    return result
+
+
 def test_utilization_levels_in_text_output(runtime_env):
     """Pools held at 50/70/80/90/100 % show LOW/GOOD/GOOD/HIGH/CRITICAL (CRITICAL > 90, HIGH > 80)."""
     thread = {"profile": "thread", "pool_size": 1, "threads_per_worker": 10}
@@ -61,21 +67,21 @@ def test_exit_codes_and_json_errors(runtime_env):
     result = run_cli(["profile-inspector", "--format", "json"], runtime_env)
     assert result.returncode == 1
     assert "error" in json.loads(result.stdout)
-    result = run_cli(["profile-inspector"], runtime_env)
-    assert result.returncode == 1 and "❌ Error:" in result.stderr
-    result = run_cli(["pools"], runtime_env)
-    assert result.returncode == 0 and "No live snakepit pool managers" in result.stdout
+    result = _invoke(["profile-inspector"])
+    assert result.exit_code == 1 and "❌ Error:" in result.stderr
+    result = _invoke(["pools"])
+    assert result.exit_code == 0 and "No live snakepit pool managers" in result.stdout
     # Usage errors exit 2.
     assert run_cli(["profile-inspector", "--format", "xml"], runtime_env).returncode == 2
-    assert run_cli(["profile-inspector", "--no-such-flag"], runtime_env).returncode == 2
-    assert run_cli(["no-such-command"], runtime_env).returncode == 2
+    assert _invoke(["profile-inspector", "--no-such-flag"]).exit_code == 2
+    assert _invoke(["no-such-command"]).exit_code == 2
 
     with ManagerProcess([{"name": "default", "pool_size": 1}], runtime_env):
         result = run_cli(["profile-inspector", "--pool", "nope", "--format", "json"], runtime_env)
         assert result.returncode == 1
         assert json.loads(result.stdout) == {"error": "Pool 'nope' not found"}
-        result = run_cli(["profile-inspector", "--target", "1"], runtime_env)
-        assert result.returncode == 1 and "pid 1" in result.stderr
+        result = _invoke(["profile-inspector", "--target", "1"])
+        assert result.exit_code == 1 and "pid 1" in result.stderr
 
 
 def test_several_managers_listed_and_one_chosen(runtime_env):
@@ -83,30 +89,28 @@ def test_several_managers_listed_and_one_chosen(runtime_env):
     try:
         with ManagerProcess([{"name": "default", "pool_size": 1}, {"name": "etl", "pool_size": 1}],
                             runtime_env) as two:
-            result = run_cli(["profile-inspector", "--format", "json"], runtime_env)
+            result = run_cli(["profile-inspector", "--format", "json"], runtime_env)  # a real subprocess
             assert result.returncode == 0, result.stderr
             report = json.loads(result.stdout)
             # A name held by both managers is qualified with the pid; a unique name is not.
             assert set(report) == {f"default@{one.pid}", f"default@{two.pid}", "etl"}
             assert report[f"default@{two.pid}"]["manager"]["pid"] == two.pid
 
-            text = run_cli(["profile-inspector"], runtime_env).stdout
+            text = _invoke(["profile-inspector"]).stdout
             assert "2 live pool managers" in text
             assert f"pid {one.pid}" in text and f"pid {two.pid}" in text
 
-            chosen = json.loads(run_cli(["profile-inspector", "--format", "json", "--target", str(two.pid)],
-                                        runtime_env).stdout)
+            chosen = json.loads(_invoke(["profile-inspector", "--format", "json", "--target", str(two.pid)]).stdout)
             assert set(chosen) == {"default", "etl"}
             assert chosen["default"]["manager"]["pid"] == two.pid
 
             by_file = os.path.join(runtime_env["SNAKEPIT_RUNTIME_DIR"], f"{one.pid}{admin.DISCOVERY_SUFFIX}")
-            chosen = json.loads(run_cli(["profile-inspector", "--format", "json", "--target", by_file],
-                                        runtime_env).stdout)
+            chosen = json.loads(_invoke(["profile-inspector", "--format", "json", "--target", by_file]).stdout)
             assert list(chosen) == ["default"] and chosen["default"]["manager"]["pid"] == one.pid
 
-            listed = json.loads(run_cli(["pools", "--format", "json"], runtime_env).stdout)
+            listed = json.loads(_invoke(["pools", "--format", "json"]).stdout)
             assert sorted(m["pid"] for m in listed) == sorted([one.pid, two.pid])
-            table = run_cli(["pools"], runtime_env).stdout
+            table = _invoke(["pools"]).stdout
             assert str(one.pid) in table and str(two.pid) in table and "etl (process)" in table
     finally:
         one.stop()
