@@ -1,0 +1,208 @@
+"""``python -m bench [--quick] [--out DIR] [--peers a,b] [--groups g,h]``.
+
+Runs every (peer, group) job of the plan in its own subprocess (``python -m bench.child``),
+checks that each left no process behind, and writes ``<out>/<stamp>.json``,
+``<out>/latest.json`` and ``<out>/latest.md`` (tables with ratios to ProcessPoolExecutor).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import psutil
+
+from . import report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+FULL = dict(
+    n_latency=2000, warmup=200, budget_s=10.0, n_tasks=20_000, p16_workers=16, p100_workers=100,
+    threads=8, sleep_s=0.05, n_sleep=64, numpy_n=256, n_numpy=32, idle_s=1.0,
+    n_telemetry=200_000, overhead_rounds=5, n_stats=50, n_memstats=5, ready_budget_s=90.0,
+)
+QUICK = dict(
+    n_latency=40, warmup=5, budget_s=3.0, n_tasks=200, p16_workers=3, p100_workers=4,
+    threads=2, sleep_s=0.01, n_sleep=6, numpy_n=32, n_numpy=4, idle_s=0.2,
+    n_telemetry=2_000, overhead_rounds=1, n_stats=3, n_memstats=1, ready_budget_s=30.0,
+)
+
+ALL_PEERS = ["snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool",
+             "loky", "ipyparallel", "dask"]
+SLOW_PEERS = {"ipyparallel", "dask"}  # seconds per start, milliseconds per task
+
+
+def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(peer, group, param overrides) of one run, cheapest first."""
+    jobs: list[tuple[str, str, dict[str, Any]]] = [("none", "floor", {})]
+    for peer in peers:
+        extra: dict[str, Any] = {"threads": 8} if peer == "snakepit-thread" else {}
+        if peer in SLOW_PEERS:
+            extra["budget_s"] = 4.0  # their rates are measured on fewer calls (see the notes)
+        jobs.append((peer, "calls", extra))
+    for peer in peers:
+        if peer != "snakepit-thread":
+            jobs.append((peer, "p16", {}))
+    for peer in ("snakepit-thread", "dask"):
+        if peer in peers:
+            jobs.append((peer, "t2x8", {}))
+    for peer in peers:
+        if peer not in SLOW_PEERS and peer != "snakepit-thread":
+            jobs.append((peer, "p100", {"diagnostics": peer == "snakepit-process"}))
+    if "snakepit-process" in peers:
+        jobs.append(("snakepit-process", "overhead", {}))
+    if groups:
+        jobs = [j for j in jobs if j[1] in groups]
+    return jobs
+
+
+def run_job(peer: str, group: str, params: dict[str, Any], timeout: float, workdir: str) -> dict[str, Any]:
+    out = os.path.join(workdir, f"{peer}-{group}.json".replace("/", "_"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "bench.child", "--peer", peer, "--group", group,
+           "--params", json.dumps(params), "--out", out]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    timed_out = False
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    try:
+        with open(out) as fh:
+            result = json.load(fh)
+    except (OSError, ValueError):
+        result = {"peer": peer, "group": group, "ok": False,
+                  "error": "timed out" if timed_out else f"no result (exit code {proc.returncode})"}
+    result["wall_s"] = wall
+    result["exit_code"] = proc.returncode
+    if not result.get("ok"):
+        result["stderr_tail"] = (stderr or "")[-3000:]
+    # Cleanup check: every process the job ever saw must be gone now.
+    seen: dict[int, float] = {}
+    for pid, ct in result.get("descendants_seen", []):
+        seen[int(pid)] = float(ct)
+    try:
+        with open(out + ".pids") as fh:
+            for line in fh:
+                pid, ct = line.split()
+                seen[int(pid)] = float(ct)
+    except OSError:
+        pass
+    leftovers = []
+    end = time.monotonic() + 5.0
+    for pid, ct in seen.items():
+        while _alive(pid, ct) and time.monotonic() < end:
+            time.sleep(0.05)
+        if _alive(pid, ct):
+            leftovers.append(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    result["processes_seen"] = len(seen)
+    result["leftover_pids"] = leftovers
+    result["cleanup_ok"] = not leftovers
+    result.pop("descendants_seen", None)
+    return result
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - create_time) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _meta(quick: bool, params: dict[str, Any]) -> dict[str, Any]:
+    versions = {}
+    for mod in ("snakepit", "grpc", "loky", "ipyparallel", "distributed", "numpy", "cloudpickle"):
+        try:
+            versions[mod] = getattr(__import__(mod), "__version__", "?")
+        except Exception:  # noqa: BLE001
+            versions[mod] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001
+        commit = ""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), "
+                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit,
+        "quick": quick,
+        "params": params,
+        "start_method": os.environ.get("SNAKEPIT_START_METHOD", "(default)"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--peers", default="", help="comma-separated subset of: " + ", ".join(ALL_PEERS))
+    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, overhead")
+    ap.add_argument("--timeout", type=float, default=0.0, help="seconds per job (default 240, quick 120)")
+    args = ap.parse_args(argv)
+    params = dict(QUICK if args.quick else FULL)
+    peers = [p for p in args.peers.split(",") if p] or ALL_PEERS
+    unknown = set(peers) - set(ALL_PEERS)
+    if unknown:
+        ap.error(f"unknown peers: {sorted(unknown)}")
+    groups = [g for g in args.groups.split(",") if g] or None
+    timeout = args.timeout or (120.0 if args.quick else 240.0)
+    os.makedirs(args.out, exist_ok=True)
+    meta = _meta(args.quick, params)
+    jobs = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        for peer, group, extra in plan(peers, groups):
+            print(f"[{time.perf_counter() - t0:6.1f}s] {peer:22s} {group:8s} ...", end=" ", flush=True)
+            res = run_job(peer, group, {**params, **extra}, timeout, workdir)
+            status = "ok" if res.get("ok") else f"FAILED ({res.get('error')})"
+            clean = "" if res["cleanup_ok"] else f" LEFTOVER {res['leftover_pids']}"
+            print(f"{res['wall_s']:.1f}s {status}{clean}", flush=True)
+            jobs.append(res)
+    meta["total_s"] = time.perf_counter() - t0
+    doc = {"meta": meta, "jobs": jobs}
+    doc["summary"] = report.summarize(jobs)
+    doc["goals"] = report.goals(doc["summary"])
+    md = report.markdown(doc)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    for name in (f"{stamp}.json", "latest.json" if not args.quick else "latest-quick.json"):
+        with open(os.path.join(args.out, name), "w") as fh:
+            json.dump(doc, fh, indent=1, default=str)
+    with open(os.path.join(args.out, "latest.md" if not args.quick else "latest-quick.md"), "w") as fh:
+        fh.write(md)
+    print(md)
+    ok = all(j.get("ok") and j.get("cleanup_ok") for j in jobs)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
