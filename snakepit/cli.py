@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -575,6 +576,7 @@ def _measure_pool(profile: str, size: int, threads_per_worker: int) -> dict[str,
     handler_id = f"snakepit-cli-diagnose-{os.getpid()}"
     snakepit.telemetry.attach(handler_id, snakepit.telemetry.WORKER_STARTED, on_started)
     fds_before = _open_fds()
+    threads_before = threading.active_count()
     name = f"diagnose-{profile}-{size}"
     start = time.monotonic()
     try:
@@ -583,6 +585,7 @@ def _measure_pool(profile: str, size: int, threads_per_worker: int) -> dict[str,
         try:
             ready_s = time.monotonic() - start
             fds_after = _open_fds()
+            threads_after = threading.active_count()
             rss, uss, threads = [], [], []
             for w in pool.list_workers():
                 try:
@@ -614,7 +617,9 @@ def _measure_pool(profile: str, size: int, threads_per_worker: int) -> dict[str,
         "rss_mb_per_worker": round(sum(rss) / n, 1) if rss else None,
         "uss_mb_per_worker": round(sum(uss) / len(uss), 1) if uss else None,
         "threads_per_process": round(sum(threads) / len(threads), 1) if threads else None,
+        "manager_fds": max(0, fds_after - fds_before),
         "manager_fds_per_worker": round(max(0, fds_after - fds_before) / size, 2),
+        "manager_threads": max(0, threads_after - threads_before),
     }
 
 
@@ -704,33 +709,52 @@ def _limits() -> dict[str, Any]:
     }
 
 
+def _marginal(rows: list[dict[str, Any]], key: str) -> float:
+    """Cost of one more worker: the slope between the smallest and the largest pool measured."""
+    rows = sorted(rows, key=lambda m: m["workers"])
+    small, large = rows[0], rows[-1]
+    if large["workers"] > small["workers"]:
+        slope = (large[key] - small[key]) / (large["workers"] - small["workers"])
+    else:
+        slope = small[key] / max(small["workers"], 1)
+    return max(slope, 0.0)
+
+
 def _analysis(limits: dict[str, Any], measurements: list[dict[str, Any]], threads_per_worker: int) -> dict[str, Any]:
-    """What the limits allow per profile, and the recommendation that follows."""
+    """What the limits allow per profile, and the recommendation that follows.
+
+    Per worker: manager-side file descriptors and threads (the slope over the measured pool
+    sizes), the worker process's own threads, and its USS (memory it does not share).
+    """
     out: dict[str, Any] = {"profiles": {}, "recommendations": []}
     for profile in ("process", "thread"):
         rows = [m for m in measurements if m["profile"] == profile]
         if not rows:
             continue
         largest = max(rows, key=lambda m: m["workers"])
-        fds_per_worker = max((m["manager_fds_per_worker"] for m in rows), default=0.0) or 1.0
-        threads = largest.get("threads_per_process") or 1.0
+        fds_per_worker = max(_marginal(rows, "manager_fds"), 1.0)
+        manager_threads = _marginal(rows, "manager_threads")
+        threads = (largest.get("threads_per_process") or 1.0) + manager_threads
+        if profile == "thread":  # measured idle; a busy worker adds up to threads_per_worker threads
+            threads += largest["capacity"] / max(largest["workers"], 1)
         mem = largest.get("uss_mb_per_worker") or largest.get("rss_mb_per_worker") or 1.0
-        caps: dict[str, int | None] = {}
+        caps: dict[str, int] = {}
         if limits["nofile_soft"]:
             caps["file descriptors"] = int(max(0, limits["nofile_soft"] - limits["open_fds"]) // fds_per_worker)
-        nproc_room = None
+        room = None
         if limits["nproc_soft"]:
-            nproc_room = max(0, limits["nproc_soft"] - limits["user_threads"])
-        if limits.get("threads_max"):
-            room = max(0, limits["threads_max"] - limits["user_threads"])
-            nproc_room = room if nproc_room is None else min(nproc_room, room)
-        if nproc_room is not None:
-            caps["processes/threads"] = int(nproc_room // threads)
+            room = max(0, limits["nproc_soft"] - limits["user_threads"])
+        system = [v for v in (limits.get("threads_max"), limits.get("pid_max")) if v]  # every thread takes a pid
+        if system:
+            sys_room = max(0, min(system) - limits["user_threads"])
+            room = sys_room if room is None else min(room, sys_room)
+        if room is not None:
+            caps["processes/threads"] = int(room // threads)
         caps["memory"] = int(limits["memory_available_mb"] // mem)
-        limiting = min(caps, key=lambda k: caps[k] if caps[k] is not None else 1 << 62)
-        max_workers = caps[limiting] or 0
+        limiting = min(caps, key=lambda k: caps[k])
+        max_workers = caps[limiting]
         per_slot = largest["capacity"] / max(largest["workers"], 1)
-        startup_per_worker = largest["ready_s"] / max(largest["workers"], 1)
+        smallest = min(rows, key=lambda m: m["workers"])
         out["profiles"][profile] = {
             "max_workers": max_workers,
             "limited_by": limiting,
@@ -739,32 +763,34 @@ def _analysis(limits: dict[str, Any], measurements: list[dict[str, Any]], thread
             "max_concurrent_requests": int(max_workers * per_slot),
             "memory_mb_per_worker": mem,
             "memory_mb_per_slot": round(mem / per_slot, 2),
-            "startup_s_per_worker": round(startup_per_worker, 3),
-            "fds_per_worker": fds_per_worker,
-            "threads_per_worker_process": threads,
+            "ready_s_one_worker": smallest["ready_s"] if smallest["workers"] == 1 else None,
+            "ready_s_largest_pool": largest["ready_s"],
+            "largest_pool_measured": largest["workers"],
+            "fds_per_worker": round(fds_per_worker, 2),
+            "threads_per_worker": round(threads, 1),
         }
     recs = out["recommendations"]
     proc = out["profiles"].get("process")
     thr = out["profiles"].get("thread")
     cpus = limits.get("cpu_count") or 1
     if proc:
+        one = f"~{proc['ready_s_one_worker']:.2f} s" if proc["ready_s_one_worker"] else "?"
         recs.append(
-            f"CPU-bound pure-Python work: use the process profile with pool_size ≈ {cpus} (CPU count); "
-            f"this machine allows up to {proc['max_workers']} process workers (limited by {proc['limited_by']}), "
-            f"~{_fmt_num(proc['memory_mb_per_worker'])} MB and ~{_fmt_num(proc['startup_s_per_worker'], 2)} s "
-            "start-up each.")
+            f"CPU-bound pure-Python work: the process profile with pool_size = {cpus} (the CPU count); more "
+            f"workers than CPUs only queue. A worker costs ~{_fmt_num(proc['memory_mb_per_worker'])} MB of "
+            f"its own memory; a pool of 1 is ready in {one}, of {proc['largest_pool_measured']} in "
+            f"{proc['ready_s_largest_pool']:.2f} s (workers start in parallel).")
     if proc and thr:
-        ratio = proc["memory_mb_per_slot"] / thr["memory_mb_per_slot"] if thr["memory_mb_per_slot"] else 0
+        ratio = proc["memory_mb_per_slot"] / thr["memory_mb_per_slot"] if thr["memory_mb_per_slot"] else 0.0
         recs.append(
-            f"I/O-bound or GIL-releasing work (NumPy, network): the thread profile gives {threads_per_worker} "
-            f"concurrent requests per worker at ~{_fmt_num(thr['memory_mb_per_slot'], 2)} MB per slot, "
-            f"{_fmt_num(ratio)}x less memory per concurrent request than the process profile; up to "
-            f"{thr['max_concurrent_requests']} concurrent requests here.")
-        if proc["limited_by"] != "memory" or proc["max_workers"] < 250:
-            recs.append(
-                f"Above ~{min(proc['max_workers'], PROCESS_POOL_WARN)} concurrent requests prefer the thread "
-                "profile: process workers hit the "
-                f"{proc['limited_by']} limit first.")
+            f"I/O-bound or GIL-releasing work (NumPy, network, subprocesses): the thread profile with "
+            f"{threads_per_worker} threads per worker costs ~{_fmt_num(thr['memory_mb_per_slot'], 2)} MB per "
+            f"concurrent request, {_fmt_num(ratio)}x less than the process profile.")
+        recs.append(
+            f"The process profile tops out at ~{proc['max_concurrent_requests']} concurrent requests on this "
+            f"machine (limited by {proc['limited_by']}); the thread profile reaches "
+            f"~{thr['max_concurrent_requests']} (limited by {thr['limited_by']}). Above "
+            f"{min(proc['max_concurrent_requests'], PROCESS_POOL_WARN)} concurrent requests use the thread profile.")
     if limits["nofile_soft"] and limits["nofile_soft"] < 4096:
         recs.append(f"The open-file limit is low ({limits['nofile_soft']}): raise it (ulimit -n) before "
                     "running large pools.")
@@ -792,19 +818,19 @@ def cmd_diagnose_scaling(max_workers: int, threads_per_worker: int, fmt: str, me
     measurements: list[dict[str, Any]] = []
     if measure:
         sizes = _growing_sizes(max_workers)
-        if not json_mode:
-            out("📊 TEST 3: WORKER START TIME AND MEMORY (measured)", "bold")
-            out(THIN)
-            out(f"Starting pools of {', '.join(map(str, sizes))} workers for each profile "
-                f"(thread profile: {threads_per_worker} threads/worker)...")
-        for profile in ("process", "thread"):
-            for size in sizes:
-                m = _measure_pool(profile, size, threads_per_worker)
-                measurements.append(m)
-                if not json_mode:
-                    out(f"  {profile:<8} {size:>4} workers: ready in {m['ready_s']:.2f} s, "
-                        f"{_fmt_num(m['rss_mb_per_worker'])} MB RSS / {_fmt_num(m['uss_mb_per_worker'])} MB USS "
-                        f"per worker", "dim")
+        status = out.console.status("measuring...") if not json_mode else None
+        if status is not None:
+            status.start()
+        try:
+            for profile in ("process", "thread"):
+                for size in sizes:
+                    if status is not None:
+                        status.update(f"measuring: starting a {profile} pool of {size} workers "
+                                      f"(sizes {', '.join(map(str, sizes))})")
+                    measurements.append(_measure_pool(profile, size, threads_per_worker))
+        finally:
+            if status is not None:
+                status.stop()
     result["measurements"] = measurements
     result["analysis"] = _analysis(limits, measurements, threads_per_worker) if measurements else {}
     if json_mode:
@@ -812,7 +838,7 @@ def cmd_diagnose_scaling(max_workers: int, threads_per_worker: int, fmt: str, me
         return
     _print_limits(out, limits, result["analysis"])
     if measurements:
-        _print_measurements(out, measurements)
+        _print_measurements(out, measurements, threads_per_worker)
         _print_analysis(out, result["analysis"])
     _banner(out, "✅ DIAGNOSTICS COMPLETE", before=False)
 
@@ -862,7 +888,7 @@ def _print_limits(out: _Out, limits: dict[str, Any], analysis: dict[str, Any]) -
     out(f"  Open in this process: {limits['open_fds']}")
     for profile, a in (analysis.get("profiles") or {}).items():
         cap = a["limits"].get("file descriptors")
-        line = f"  {profile:<8} {_fmt_num(a['fds_per_worker'], 2)} manager fds/worker → max {cap} workers"
+        line = f"  {profile:<8} {_fmt_num(a['fds_per_worker'], 2)} descriptors per worker → max {cap} workers"
         out(line, "yellow" if cap is not None and cap < 110 else None)
     if soft is not None and soft - limits["open_fds"] < 1000:
         out("  🔴 CRITICAL: fewer than 1000 file descriptors available", "bold red")
@@ -879,7 +905,8 @@ def _print_limits(out: _Out, limits: dict[str, Any], analysis: dict[str, Any]) -
         out(f"  System threads-max: {limits['threads_max']}, pid_max: {limits.get('pid_max')}")
     for profile, a in (analysis.get("profiles") or {}).items():
         cap = a["limits"].get("processes/threads")
-        out(f"  {profile:<8} {_fmt_num(a['threads_per_worker_process'])} threads/worker process → max {cap} workers",
+        out(f"  {profile:<8} {_fmt_num(a['threads_per_worker'])} threads per worker (worker + manager side, "
+            f"busy) → max {cap} workers",
             "yellow" if cap is not None and cap < 110 else None)
     usage = (limits["user_threads"] / ns * 100) if ns else 0.0
     if usage > 80:
@@ -889,20 +916,24 @@ def _print_limits(out: _Out, limits: dict[str, Any], analysis: dict[str, Any]) -
     out()
 
 
-def _print_measurements(out: _Out, measurements: list[dict[str, Any]]) -> None:
+def _print_measurements(out: _Out, measurements: list[dict[str, Any]], threads_per_worker: int) -> None:
     from rich import box  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="📊 Measured start-up and memory", box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ("Profile", "Workers", "Capacity", "Ready (s)", "Start/worker (ms)", "RSS/worker", "USS/worker",
-                "Threads/proc", "Fds/worker"):
-        table.add_column(col, justify="left" if col == "Profile" else "right")
+    out("📊 TEST 3: WORKER START TIME AND MEMORY (measured)", "bold")
+    out(THIN)
+    out(f"Pools of growing size started and stopped for each profile (thread profile: {threads_per_worker} "
+        "threads per worker). Memory is per worker process, children included; USS is what it does not share.")
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("Profile", "Workers", "Capacity", "Ready", "Start/worker", "RSS/worker", "USS/worker", "Threads",
+                "Fds"):
+        table.add_column(col, justify="left" if col == "Profile" else "right", no_wrap=True)
     for m in measurements:
         table.add_row(
-            m["profile"], str(m["workers"]), str(m["capacity"]), f"{m['ready_s']:.2f}",
-            _fmt_num(m["worker_startup_ms_avg"], 0), f"{_fmt_num(m['rss_mb_per_worker'])} MB",
+            m["profile"], str(m["workers"]), str(m["capacity"]), f"{m['ready_s']:.2f} s",
+            f"{_fmt_num(m['worker_startup_ms_avg'], 0)} ms", f"{_fmt_num(m['rss_mb_per_worker'])} MB",
             f"{_fmt_num(m['uss_mb_per_worker'])} MB", _fmt_num(m["threads_per_process"]),
-            _fmt_num(m["manager_fds_per_worker"], 2),
+            str(m["manager_fds"]),
         )
     out.print(table)
 
@@ -912,8 +943,8 @@ def _print_analysis(out: _Out, analysis: dict[str, Any]) -> None:
     out("📈 ANALYSIS", "bold")
     out(THIN)
     for profile, a in analysis.get("profiles", {}).items():
-        out(f"  {profile:<8} up to {a['max_workers']} workers = {a['max_concurrent_requests']} concurrent requests "
-            f"(limited by {a['limited_by']}); {_fmt_num(a['memory_mb_per_slot'], 2)} MB per concurrent request")
+        out(f"  {profile:<8} max {a['max_workers']} workers = {a['max_concurrent_requests']} concurrent requests "
+            f"(bound: {a['limited_by']}); {_fmt_num(a['memory_mb_per_slot'], 2)} MB per request slot")
     out()
     out("💡 RECOMMENDATION", "bold")
     for rec in analysis.get("recommendations", []):
