@@ -90,18 +90,16 @@ def memory_projection(pool: Any = None, worker_counts: Iterable[int] | None = No
                     name="projected: shared once + N × private", line=dict(color=_BLUE, width=3),
                     marker=dict(size=6),
                     hovertemplate="%{x} workers: %{y:,.0f} MB projected<extra></extra>")
-    points_x: list[float] = []
-    points_y: list[float] = []
+    points: dict[float, float] = {}
     if "measured_total_mb" in df:
         m = df.dropna(subset=["measured_total_mb"])
-        points_x += list(m["workers"])
-        points_y += list(m["measured_total_mb"])
+        points.update(zip(m["workers"], m["measured_total_mb"]))
     if measured is not None:
         mf = _frame(measured)
         ycol = "total_mb" if "total_mb" in mf else ("measured_total_mb" if "measured_total_mb" in mf
                                                    else "footprint_mb")
-        points_x += list(mf["workers"])
-        points_y += list(mf[ycol])
+        points.update(zip(mf["workers"], mf[ycol]))  # one point per pool size; explicit ones win
+    points_x, points_y = list(points), list(points.values())
     if points_x:
         fig.add_scatter(x=points_x, y=points_y, mode="markers", name="measured",
                         marker=dict(color=_ORANGE, size=12, symbol="diamond", line=dict(color="white", width=1)),

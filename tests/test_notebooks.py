@@ -1,0 +1,108 @@
+"""The example notebooks run top to bottom on a real kernel (nbclient), and say what they should."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = os.path.join(REPO, "notebooks")
+
+pytestmark = pytest.mark.slow
+
+
+def execute(name: str):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    env_before = os.environ.get("PYTHONPATH")
+    # The kernel must import this checkout's snakepit_nb (an editable install made before the
+    # package existed maps it to a namespace package).
+    os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_before if env_before else "")
+    try:
+        NotebookClient(nb, timeout=180, kernel_name="python3", startup_timeout=120,
+                       resources={"metadata": {"path": NOTEBOOKS}}).execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env_before
+    return {tag: cell for cell in nb.cells if cell.cell_type == "code" for tag in cell.metadata.get("tags", [])}
+
+
+def text_of(cell) -> str:
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type == "error":
+            parts.append("\n".join(out.traceback))
+        else:
+            parts.append(out.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def data_of(cell, mime: str) -> list:
+    return [out.data[mime] for out in cell.outputs if "data" in out and mime in out.data]
+
+
+def test_quickstart():
+    cells = execute("01-quickstart.ipynb")
+    hello = cells["hello"]
+    streams = [o.text for o in hello.outputs if o.output_type == "stream"]
+    joined = "".join(streams)
+    assert joined.index("hello from worker pid") < joined.index("still working")
+    assert text_of(hello).rstrip().endswith("45")
+    assert text_of(cells["pulled"]).strip() == "(5.5, 9)"
+    assert text_of(cells["session2"]).strip() == "1"
+    pids = re.findall(r"\[stdout:default-w\d\] pid (\d+)", text_of(cells["all"]))
+    assert len(set(pids)) == 2
+    error = cells["error"].outputs[-1]
+    assert error.output_type == "error" and error.ename == "RemoteCellError"
+    assert "ratios = [10 / v for v in values]" in "\n".join(error.traceback)
+    html = data_of(cells["inspect"], "text/html")[0]
+    assert "snakepit-workers" in html and "default-w1" in html and "LOW" in html
+    assert "worker_id" in data_of(cells["frame"], "text/html")[0]
+    assert data_of(cells["panel"], "application/vnd.jupyter.widget-view+json")
+    assert "snakepit-workers" in data_of(cells["panel"], "text/html")[0]  # static fallback
+    assert float(text_of(cells["load"])) == 100.0  # the panel saw the pool fully busy
+    assert text_of(cells["cleanup"]).strip() == "[]"
+
+
+def test_capacity_planning():
+    cells = execute("02-capacity-planning.ipynb")
+    seed = text_of(cells["seed"])
+    assert "the seed's estimate for 200 workers" in seed
+    proj_html = data_of(cells["projection"], "text/html")[0]
+    assert "projected_total_mb" in proj_html and "naive_rss_total_mb" in proj_html
+    check = data_of(cells["check"], "text/plain")[0]
+    assert "model_error_%" in check
+    figure = data_of(cells["chart"], "application/vnd.plotly.v1+json")[0]
+    names = [trace.get("name") for trace in figure["data"]]
+    assert "measured" in names and any(n and n.startswith("projected") for n in names)
+    measured = next(t for t in figure["data"] if t.get("name") == "measured")
+    assert sorted(measured["x"]) == [1, 2, 3, 4]
+    fit = text_of(cells["fit"])
+    m = re.search(r"200 workers: ([\d,]+) MB projected \(the seed said ([\d,]+) MB", fit)
+    assert m, fit
+    projected, naive = (int(g.replace(",", "")) for g in m.groups())
+    assert 0 < projected <= naive  # shared memory is counted once, not 200 times
+    assert "warm workers fit" in fit
+    assert text_of(cells["cleanup"]).strip() == "[]"
+
+
+def test_process_vs_thread():
+    cells = execute("03-process-vs-thread.ipynb")
+    table = text_of(cells["measure"])
+    for workload in ("GIL-bound", "GIL-releasing CPU", "GIL-releasing wait"):
+        assert workload in table
+    ratio = text_of(cells["ratio"])
+    assert ratio.count("the thread profile reaches") == 3
+    figure = data_of(cells["chart"], "application/vnd.plotly.v1+json")[0]
+    assert {t.get("name") for t in figure["data"]} >= {"process", "thread"}
+    memory = data_of(cells["memory"], "text/plain")[0]
+    assert "footprint_mb" in memory
+    assert data_of(cells["timeline"], "application/vnd.plotly.v1+json")
+    assert text_of(cells["cleanup"]).strip() == "[]"
