@@ -200,7 +200,7 @@ def test_comprehensive_report_keyed_by_pool_name_with_errors_shown():
 
 # ---------------------------------------------------------------------------------- history
 def test_history_records_utilization_throughput_latency_and_memory(wait_until):
-    pool = snakepit.start_pool("dx-hist", pool_size=2, history_interval=0.1, history_size=50)
+    pool = snakepit.start_pool("dx-hist", pool_size=2, history_interval=0.1, history_size=20)
     try:
         # keep requests flowing until samples saw some complete
         assert wait_until(lambda: pool.execute("ping") and any(s["latency_p50_ms"] for s in pool.history.samples), 10)
@@ -219,8 +219,8 @@ def test_history_records_utilization_throughput_latency_and_memory(wait_until):
         assert list(wf.columns) == list(dx.History.WORKER_COLUMNS) and set(wf["worker_id"]) == set(wids)
         json.dumps(hist.to_dict())
         # bounded: a ring buffer of history_size samples
-        assert wait_until(lambda: len(pool.history.samples) == 50, 15)
-        assert len(pool.history.samples) == 50
+        assert wait_until(lambda: len(pool.history.samples) == 20, 15)
+        assert len(pool.history.samples) == 20
         assert len(dx.get_history(pool, last_s=0.35)) <= 6
     finally:
         snakepit.shutdown()
