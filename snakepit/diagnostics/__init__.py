@@ -135,3 +135,17 @@ def compare_profiles(pool="default", capacity: int | None = None,  # noqa: ANN00
                      threads_per_worker: int | None = None, *, statistic: str = "mean") -> "pd.DataFrame":
     """:meth:`ProfileInspector.compare_profiles` with the default inspector."""
     return _default.compare_profiles(pool, capacity, threads_per_worker, statistic=statistic)
+
+
+def _fixup_module_metadata() -> None:
+    # Public objects show their public path (snakepit.diagnostics.PoolStats), as trio does.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith(__name__ + "."):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                pass
+
+
+_fixup_module_metadata()
