@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -307,3 +308,24 @@ def test_reports_are_frozen_and_exports_sorted():
         stats.level = "warning"  # type: ignore[misc]
     assert dx.__all__ == sorted(dx.__all__)
     assert reports.jsonable({"a": float("nan"), "b": (1, 2)}) == {"a": None, "b": [1, 2]}
+
+
+def test_memory_stats_can_reuse_a_fresh_history_sample(wait_until):
+    pool = snakepit.start_pool("dx-fresh", pool_size=2, history_interval=60)
+    try:
+        sample = pool.history.sample_once()
+        cached = dx.get_memory_stats(pool, max_age_s=30)
+        from snakepit.diagnostics.history import iter_workers
+
+        by_pid = {int(w["pid"]): w for w in iter_workers(sample)}
+        assert {w.pid for w in cached.workers} == set(by_pid)
+        for w in cached.workers:
+            assert w.memory_mb == round(by_pid[w.pid]["rss_mb"], 2)
+            assert w.pss_mb == round(by_pid[w.pid]["pss_mb"], 2)
+        assert cached.footprint_mb is not None and cached.basis == "uss"
+        # a stale sample is not used: measured now instead (still a full report)
+        assert wait_until(lambda: time.time() - sample["time"] > 0.05, 5)
+        live = dx.get_memory_stats(pool, max_age_s=0.01)
+        assert len(live.workers) == 2 and live.collected_at > sample["time"]
+    finally:
+        snakepit.shutdown()

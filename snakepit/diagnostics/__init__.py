@@ -100,9 +100,9 @@ def get_capacity_stats(pool="default") -> CapacityStats:  # noqa: ANN001
     return _default.get_capacity_stats(pool)
 
 
-def get_memory_stats(pool="default") -> MemoryStats:  # noqa: ANN001
+def get_memory_stats(pool="default", *, max_age_s: float | None = None) -> MemoryStats:  # noqa: ANN001
     """:meth:`ProfileInspector.get_memory_stats` with the default inspector."""
-    return _default.get_memory_stats(pool)
+    return _default.get_memory_stats(pool, max_age_s=max_age_s)
 
 
 def get_comprehensive_report(*, detailed: bool = True) -> ComprehensiveReport:

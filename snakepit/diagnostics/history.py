@@ -18,7 +18,7 @@ Data flow::
             ▼
         get_history(pool) → History (.to_frame / .workers_frame) ; recommendations' measured rules
 
-Memory bound: about ``(1 KiB + 60 B × workers) × history_size`` per pool (per-worker figures
+Memory bound: about ``(1 KiB + 80 B × workers) × history_size`` per pool (per-worker figures
 are kept in one ``array('d')`` a sample, worker ids in a tuple shared between samples while
 the set of workers does not change).
 """
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["HistorySampler", "WORKER_FIELDS", "iter_workers", "percentile"]
 
 #: Per-worker figures of a sample, in the order stored in ``sample["worker_data"]``.
-WORKER_FIELDS = ("pid", "load", "capacity", "requests_served", "rss_mb", "uss_mb", "cpu_time_s")
+WORKER_FIELDS = ("pid", "load", "capacity", "requests_served", "rss_mb", "uss_mb", "pss_mb", "swap_mb",
+                 "cpu_time_s")
 _NW = len(WORKER_FIELDS)
 NAN = float("nan")
 
@@ -153,12 +154,14 @@ class HistorySampler:
         for i, h in enumerate(handles):
             pid = h.pid
             live_pids.add(pid)
-            rss = uss = NAN
+            rss = uss = pss = swap = NAN
             if measure_memory and pid > 0:
                 mem = worker_memory(pid)
                 if mem:
                     rss = mem.get("rss_mb", NAN)
                     uss = mem.get("uss_mb", NAN)
+                    pss = mem.get("pss_mb", NAN)
+                    swap = mem.get("swap_mb", NAN)
             if rss == rss:
                 mem_total += rss
             if uss == uss:
@@ -167,7 +170,7 @@ class HistorySampler:
                 have_uss = False
             base = i * _NW
             data[base:base + _NW] = array.array("d", (
-                pid, h.load, h.capacity, h.requests_served, rss, uss, self._cpu_time(pid),
+                pid, h.load, h.capacity, h.requests_served, rss, uss, pss, swap, self._cpu_time(pid),
             ))
         if measure_memory and handles:
             cost = time.perf_counter() - t_mem
@@ -217,6 +220,14 @@ class HistorySampler:
         except Exception:
             self._procs.pop(pid, None)
             return NAN
+
+    def latest_memory(self) -> dict[str, Any] | None:
+        """The newest sample in which memory was measured (None if there is none)."""
+        with self._lock:
+            for sample in reversed(self.samples):
+                if sample.get("memory_total_mb") is not None:
+                    return sample
+        return None
 
     def window(self, seconds: float | None = None) -> list[dict[str, Any]]:
         """The samples of the last ``seconds`` (all of them when None), oldest first."""

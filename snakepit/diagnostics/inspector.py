@@ -251,14 +251,28 @@ class ProfileInspector:
         )
 
     # ------------------------------------------------------------------ memory
-    def get_memory_stats(self, pool: PoolLike = "default") -> MemoryStats:
+    def get_memory_stats(self, pool: PoolLike = "default", *, max_age_s: float | None = None) -> MemoryStats:
         """Memory of every worker's real process (psutil; children included).
+
+        Example::
+
+            mem = get_memory_stats("default")
+            mem.total_memory_mb, mem.footprint_mb
+            cheap = get_memory_stats("default", max_age_s=2.0)   # from the history sampler if fresh
+
+        Args:
+            pool: a pool or its name.
+            max_age_s: accept the history sampler's latest memory measurement if it is at most
+                this old and covers the same workers (no measuring at all: for refresh loops).
+                None (the default) always measures now.
 
         Workers whose process vanished between listing and measuring are left out.
         """
         p = resolve_pool(pool)
         infos = p.list_workers()
-        memory = _memory_of(w.pid for w in infos)
+        memory = self._recent_memory(p, infos, max_age_s) if max_age_s is not None else None
+        if memory is None:
+            memory = _memory_of(w.pid for w in infos)
         rows = []
         for w in infos:
             mem = memory.get(w.pid)
@@ -272,6 +286,23 @@ class ProfileInspector:
                 status=w.status, requests_served=w.requests_served,
             ))
         return _memory_stats(p.name, p.profile.name, rows)
+
+    @staticmethod
+    def _recent_memory(p: "Pool", infos: list["WorkerInfo"], max_age_s: float) -> dict[int, dict[str, float]] | None:
+        from .history import iter_workers  # noqa: PLC0415
+
+        sampler = getattr(p, "history", None)
+        sample = sampler.latest_memory() if sampler is not None else None
+        if sample is None or time.time() - sample["time"] > max_age_s:
+            return None
+        out: dict[int, dict[str, float]] = {}
+        for w in iter_workers(sample):
+            figures = {k: w[k] for k in ("rss_mb", "uss_mb", "pss_mb", "swap_mb") if w[k] == w[k]}
+            if "rss_mb" in figures:
+                out[int(w["pid"])] = figures
+        if {w.pid for w in infos} != set(out):
+            return None  # workers changed since: measure now
+        return out
 
     # ------------------------------------------------------------------ all pools
     def get_comprehensive_report(self, *, detailed: bool = True) -> ComprehensiveReport:
