@@ -323,6 +323,8 @@ def test_memory_stats_can_reuse_a_fresh_history_sample(wait_until):
             assert w.memory_mb == round(by_pid[w.pid]["rss_mb"], 2)
             assert w.pss_mb == round(by_pid[w.pid]["pss_mb"], 2)
         assert cached.footprint_mb is not None and cached.basis == "uss"
+        stats = dx.get_pool_stats(pool, max_age_s=30)
+        assert {w.pid: w.memory_mb for w in stats.workers} == {w.pid: w.memory_mb for w in cached.workers}
         # a stale sample is not used: measured now instead (still a full report)
         assert wait_until(lambda: time.time() - sample["time"] > 0.05, 5)
         live = dx.get_memory_stats(pool, max_age_s=0.01)

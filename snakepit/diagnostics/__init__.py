@@ -90,9 +90,10 @@ __all__ = [
 _default = ProfileInspector()
 
 
-def get_pool_stats(pool="default", *, detailed: bool = True) -> PoolStats:  # noqa: ANN001
+def get_pool_stats(pool="default", *, detailed: bool = True,  # noqa: ANN001
+                   max_age_s: float | None = None) -> PoolStats:
     """:meth:`ProfileInspector.get_pool_stats` with the default inspector. ``pool``: a Pool or a name."""
-    return _default.get_pool_stats(pool, detailed=detailed)
+    return _default.get_pool_stats(pool, detailed=detailed, max_age_s=max_age_s)
 
 
 def get_capacity_stats(pool="default") -> CapacityStats:  # noqa: ANN001

@@ -132,7 +132,8 @@ class ProfileInspector:
         self.thresholds = thresholds or Thresholds()
 
     # ------------------------------------------------------------------ pool stats
-    def get_pool_stats(self, pool: PoolLike = "default", *, detailed: bool = True) -> PoolStats:
+    def get_pool_stats(self, pool: PoolLike = "default", *, detailed: bool = True,
+                       max_age_s: float | None = None) -> PoolStats:
         """Pool and per-worker figures.
 
         Args:
@@ -140,6 +141,8 @@ class ProfileInspector:
             detailed: also ask every worker for its own figures (gRPC ``Info``: threads, GC,
                 in-flight, tracemalloc) and measure its process (RSS/USS/PSS, CPU %). Without
                 it only the pool's bookkeeping is read (no I/O: suitable for tight loops).
+            max_age_s: memory figures may come from the history sampler's latest measurement
+                if it is at most this old (see :meth:`get_memory_stats`).
 
         Raises:
             PoolNotFoundError: no running pool of that name. A worker that does not answer is
@@ -151,7 +154,9 @@ class ProfileInspector:
         rows: list[WorkerStats] = []
         if detailed:
             futures = self._info_futures(p)
-            memory = _memory_of(w.pid for w in infos)
+            memory = self._recent_memory(p, infos, max_age_s) if max_age_s is not None else None
+            if memory is None:
+                memory = _memory_of(w.pid for w in infos)
             cpu = {w.pid: _cpu_percent(w.pid) for w in infos}
             metrics = self._info_results(futures)
         else:
