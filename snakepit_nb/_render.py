@@ -57,7 +57,7 @@ _TEMPLATES = {
     "workers.html.j2": """\
 <table class="snakepit-workers" style="border-collapse:collapse;font-size:12.5px;margin:4px 0;font-variant-numeric:tabular-nums">
   <thead><tr style="border-bottom:2px solid #dee2e6">
-  {% for h in ["worker", "pid", "status", "load / capacity", "requests", "memory", "uptime"] %}
+  {% for h in ["worker", "pid", "status", "load / capacity", "requests", "memory (RSS)", "uptime"] %}
     <th style="text-align:{{ 'left' if loop.index <= 3 else 'right' }};padding:3px 10px">{{ h }}</th>{% endfor %}
   </tr></thead>
   <tbody>
@@ -84,7 +84,8 @@ _TEMPLATES = {
 <ul style="margin:4px 0;padding-left:18px;font-size:13px">
 {% for r in recs %}
   <li><span style="color:{{ severity_colour(r) }};font-weight:600">{{ severity(r) | upper }}</span>
-      {{ message(r) }}{% if suggestion(r) %} <span style="color:#6c757d">→ {{ suggestion(r) }}</span>{% endif %}</li>
+      {{ message(r) }}{% if suggestion(r) %} <span style="color:#6c757d">→ try</span>
+      <code style="font-size:12px;background:#f1f3f5;padding:0 4px;border-radius:3px">{{ suggestion(r) }}</code>{% endif %}</li>
 {% endfor %}
 </ul>
 {% else %}
@@ -143,10 +144,14 @@ def _message(rec: Any) -> str:
     return msg or str(rec)
 
 
+def _py(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 def _suggestion(rec: Any) -> str:
     value = getattr(rec, "suggestion", None)
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={v!r}" for k, v in value.items())
+        return ", ".join(f"{k}={_py(v)}" for k, v in value.items())
     return "" if value is None else str(value)
 
 
@@ -156,8 +161,8 @@ def _status_colour(status: str) -> str:
 
 
 def _load_colour(row: dict[str, Any]) -> str:
-    pct = 100.0 * row["load"] / row["capacity"] if row["capacity"] else 0.0
-    return level_colour(level_of(pct))
+    # A full process worker (1/1) is normal: colour the slots by status, not by alarm level.
+    return "#e6a100" if row["load"] >= row["capacity"] else "#1f77b4"
 
 
 _env = jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES), autoescape=True,
@@ -186,7 +191,8 @@ def _figures(s: PoolSnapshot) -> list[tuple[str, str]]:
         ("in flight", str(st.get("in_flight", used))),
         ("completed", f"{st.get('completed', 0):,}"),
         ("failed", f"{st.get('failed', 0):,}"),
-        ("memory", fmt_mb(s.total_memory_mb)),
+        ("memory (RSS sum)", fmt_mb(s.total_memory_mb)),
+        ("footprint", fmt_mb(getattr(s.memory, "footprint_mb", None))),
     ]
     info = getattr(s.capacity, "thread_info", None)
     if info is not None:

@@ -21,6 +21,7 @@ import atexit
 import collections
 import datetime as _dt
 import itertools
+import math
 import threading
 import time
 import weakref
@@ -119,19 +120,24 @@ class _PoolSection:
                             subplot_titles=("Memory per worker (RSS, MB)", "Utilization % and queue depth"))
         self.figure = go.FigureWidget(fig)
         self.figure.update_layout(
-            height=270, margin=dict(l=50, r=50, t=36, b=30), template="plotly_white",
-            showlegend=True, legend=dict(orientation="h", y=-0.18, font=dict(size=10)),
-            uirevision="keep",
+            width=820, height=290, margin=dict(l=55, r=55, t=40, b=40), template="plotly_white",
+            showlegend=True, legend=dict(orientation="h", x=0, y=-0.22, font=dict(size=11)),
+            uirevision="keep", font=dict(size=11),
         )
-        self.figure.add_scatter(name="utilization %", mode="lines+markers", x=[], y=[],
-                                line=dict(color="#444", width=1.5), marker=dict(size=5),
+        self.figure.update_annotations(font_size=13)
+        self.figure.add_scatter(name="utilization %", mode="lines+markers", x=[], y=[], showlegend=False,
+                                line=dict(color="#555", width=1.5), marker=dict(size=6),
+                                hovertemplate="%{x|%H:%M:%S}: %{y:.0f}% busy<extra></extra>",
                                 row=1, col=2, secondary_y=False)
-        self.figure.add_bar(name="queue depth", x=[], y=[], marker=dict(color="rgba(214,39,40,0.35)"),
+        self.figure.add_bar(name="queue depth", x=[], y=[], showlegend=False,
+                            marker=dict(color="rgba(214,39,40,0.45)"),
+                            hovertemplate="%{x|%H:%M:%S}: %{y} queued<extra></extra>",
                             row=1, col=2, secondary_y=True)
-        self.figure.update_yaxes(title_text="MB", row=1, col=1, rangemode="tozero")
-        self.figure.update_yaxes(title_text="%", range=[0, 105], row=1, col=2, secondary_y=False)
-        self.figure.update_yaxes(title_text="queued", rangemode="tozero", row=1, col=2, secondary_y=True,
-                                 showgrid=False)
+        self.figure.update_yaxes(title_text="MB", row=1, col=1)
+        self.figure.update_yaxes(title_text="% of slots busy", range=[0, 105], row=1, col=2, secondary_y=False)
+        self.figure.update_yaxes(title_text="queued requests (bars)", range=[0, 1], tickformat="d",
+                                 row=1, col=2, secondary_y=True, showgrid=False,
+                                 title_font=dict(color="#d62728"), tickfont=dict(color="#d62728"))
         self._memory_traces: dict[str, int] = {}
         head = W.HBox([self.gauge, self.gauge_label], layout=W.Layout(align_items="center"))
         self.box = W.VBox(
@@ -177,6 +183,7 @@ class _PoolSection:
             start = len(self.figure.data)
             self.figure.add_traces(
                 [go.Scatter(name=wid, mode="lines", x=[], y=[],
+                            hovertemplate=wid + " %{x|%H:%M:%S}: %{y:.1f} MB<extra></extra>",
                             line=dict(width=2, color=_PALETTE[(start + i) % len(_PALETTE)]))
                  for i, wid in enumerate(new)],
                 rows=[1] * len(new), cols=[1] * len(new))
@@ -184,6 +191,15 @@ class _PoolSection:
                 self._memory_traces[wid] = start + i
         times = [_dt.datetime.fromtimestamp(t) for t in s.times]
         colours = [_diag.level_colour(_diag.level_of(u)) for u in s.util]
+        mbs = [mb for points in s.memory.values() for _, mb in points]
+        if mbs:  # zoom on the workers' memory, but never so close that noise looks like a leak
+            lo, hi = min(mbs), max(mbs)
+            pad = max(5.0, 0.15 * (hi - lo))
+            memory_range = [max(0.0, lo - pad), hi + pad]
+        else:
+            memory_range = [0.0, 100.0]
+        queue_max = max([1, *s.queue])
+        queue_tick = max(1, math.ceil(queue_max / 4))
         with self.figure.batch_update():  # one message per refresh
             util, queue = self.figure.data[0], self.figure.data[1]
             util.x, util.y = times, list(s.util)
@@ -199,6 +215,9 @@ class _PoolSection:
                 else:
                     trace.x, trace.y = [], []
                     trace.visible = "legendonly"
+            self.figure.layout.yaxis.range = memory_range
+            self.figure.layout.yaxis3.range = [0, queue_max * 1.15]
+            self.figure.layout.yaxis3.dtick = queue_tick
 
     def close(self) -> None:
         for w in self.widgets:
@@ -260,7 +279,8 @@ class Panel:
 
         self._title = W.HTML(
             '<div style="font-family:system-ui,sans-serif;font-size:16px;font-weight:700">'
-            '🐍 snakepit <span style="font-weight:400;color:#6c757d">live pools</span></div>')
+            '<span style="color:#2ca02c">&#9679;</span> snakepit '
+            '<span style="font-weight:400;color:#6c757d">live pools</span></div>')
         self._pause = W.ToggleButton(value=False, description="Pause", icon="pause", tooltip="pause / resume refreshing",
                                      layout=W.Layout(width="100px"))
         self._interval = W.BoundedFloatText(value=self.interval, min=0.2, max=60.0, step=0.5,
@@ -461,8 +481,11 @@ class Panel:
         if list(self._worker.options) != options:
             current = self._worker.value
             self._worker.options = options
-            if current in [v for _, v in options]:
+            values = [v for _, v in options]
+            if current in values:
                 self._worker.value = current
+            elif values:
+                self._worker.value = values[0]
 
     def _on_pause(self, change: dict[str, Any]) -> None:
         self._paused = bool(change["new"])
