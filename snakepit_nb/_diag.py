@@ -70,8 +70,8 @@ def diag(name: str) -> Callable[..., Any]:
 def level_of(percent: float | None) -> str:
     """Utilization level name (``CRITICAL``/``HIGH``/``GOOD``/``LOW``) from the inspector's rule.
 
-    >>> level_of(95.0) in ("CRITICAL", "UNKNOWN")
-    True
+    >>> level_of(95.0), level_of(70), level_of(None)
+    ('CRITICAL', 'GOOD', 'UNKNOWN')
     """
     if percent is None:
         return "UNKNOWN"
