@@ -236,7 +236,8 @@ class SnakepitMagics(Magics):
     @argument("--format", "-f", default=None, choices=("text", "json", "html"),
               help="force one output format (default: HTML in a notebook, text in a terminal)")
     @argument("--live", "-l", action="store_true",
-              help="show the live panel (gauges, worker table, memory chart, controls) instead")
+              help="show the live panel (gauges, worker table, memory chart, controls) instead; "
+                   "running it again replaces the previous one")
     @argument("--interval", type=float, default=1.0, help="refresh interval of --live, in seconds (default 1)")
     @_frame_option
     @argument("--out", "-o", default=None, metavar="NAME", help="store the live panel in this variable")
@@ -267,7 +268,11 @@ class SnakepitMagics(Magics):
         if args.live:
             from .panel import Panel
 
+            previous = getattr(self, "_live_panel", None)
+            if previous is not None:
+                previous.close()  # re-running the cell replaces its panel instead of adding a thread
             panel = Panel(pools=[p.name for p in pools] if args.pool_name else None, interval=args.interval)
+            self._live_panel = panel
             if args.out:
                 self.shell.user_ns[args.out] = panel
             from IPython.display import display

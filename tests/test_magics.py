@@ -227,6 +227,11 @@ def test_inspect_live_shows_a_panel_and_out_keeps_it(shell, pool):
         assert isinstance(panel, Panel)
         assert panel.thread is not None and panel.thread.is_alive()
         assert cap.outputs  # displayed
+        with capture_output():
+            shell.run_line_magic("snakepit_inspect", "default --live --out live")
+        assert panel.closed  # the second --live replaced the first
+        panel = shell.user_ns.pop("live")
+        assert panel.pools() == [pool]
     finally:
         panel.close()
     assert not any(t.name.startswith("snakepit-panel") for t in threading.enumerate())
