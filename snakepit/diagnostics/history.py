@@ -11,6 +11,7 @@ Data flow::
         pool.recent_latencies_us     (deque.copy(): atomic, no lock)
         worker_memory(pid)           (psutil, no lock; skipped on some ticks if it is costly)
         psutil cpu_times(pid)        (no lock)
+        /proc/<pid>/task/*/schedstat (thread profile only: run-queue wait, for the GIL rule)
             │
             ▼
         samples: deque(maxlen=history_size) of compact dicts
@@ -18,7 +19,7 @@ Data flow::
             ▼
         get_history(pool) → History (.to_frame / .workers_frame) ; recommendations' measured rules
 
-Memory bound: about ``(1 KiB + 80 B × workers) × history_size`` per pool (per-worker figures
+Memory bound: about ``(1 KiB + 90 B × workers) × history_size`` per pool (per-worker figures
 are kept in one ``array('d')`` a sample, worker ids in a tuple shared between samples while
 the set of workers does not change).
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import array
 import collections
 import math
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
@@ -34,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:  # pragma: no cover
     from ..pool import Pool
 
-__all__ = ["HistorySampler", "WORKER_FIELDS", "iter_workers", "percentile"]
+__all__ = ["HistorySampler", "WORKER_FIELDS", "iter_workers", "percentile", "run_queue_wait"]
 
 #: Per-worker figures of a sample, in the order stored in ``sample["worker_data"]``.
 WORKER_FIELDS = ("pid", "load", "capacity", "requests_served", "rss_mb", "uss_mb", "pss_mb", "swap_mb",
-                 "cpu_time_s")
+                 "cpu_time_s", "run_wait_s")
 _NW = len(WORKER_FIELDS)
 NAN = float("nan")
 
@@ -58,6 +60,31 @@ def percentile(values: list[int] | list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def run_queue_wait(pid: int) -> float:
+    """Seconds the threads of process ``pid`` spent runnable but waiting for a CPU (Linux schedstat).
+
+    With the CPU time, it tells how many threads *wanted* to run: a GIL-bound worker has about
+    one (the others sleep waiting for the GIL), a GIL-releasing one has as many as are busy,
+    whatever the machine's load. NaN where ``/proc/<pid>/task/*/schedstat`` does not exist.
+    """
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return NAN
+    total = 0
+    seen = False
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/schedstat", "rb") as fh:
+                fields = fh.read().split()
+            total += int(fields[1])
+            seen = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9 if seen else NAN
 
 
 def iter_workers(sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -102,6 +129,8 @@ class HistorySampler:
         self._ids: tuple[str, ...] = ()
         self._tick = 0
         self._memory_every = 1
+        # Run-queue waits feed the GIL rule, which concerns thread-profile pools only.
+        self._threaded = getattr(pool.profile, "name", "") == "thread"
 
     def start(self) -> None:
         self._thread.start()
@@ -171,6 +200,7 @@ class HistorySampler:
             base = i * _NW
             data[base:base + _NW] = array.array("d", (
                 pid, h.load, h.capacity, h.requests_served, rss, uss, pss, swap, self._cpu_time(pid),
+                run_queue_wait(pid) if self._threaded else NAN,
             ))
         if measure_memory and handles:
             cost = time.perf_counter() - t_mem

@@ -14,7 +14,7 @@ utilization) followed by the measured rules.
 | ``utilization_critical`` | critical | utilization ≥ 90 % |
 | ``utilization_high`` | warning | else ≥ 80 % |
 | ``utilization_low`` | info | else < 20 % with > 10 workers |
-| ``gil_bound`` | warning | a thread worker uses about one core while ≥ 2 threads are busy |
+| ``gil_bound`` | warning | a thread worker uses about one core while ≥ 2 threads are busy, and few of them are runnable |
 | ``io_idle_process_pool`` | info | process workers mostly busy but using almost no CPU |
 | ``memory_growth`` | warning | a worker's memory grows steadily across requests |
 | ``frequent_saturation`` | warning | ≥ 3 rejections (queue full) in the window |
@@ -26,11 +26,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from .history import iter_workers
+from .history import NAN, iter_workers
 from .projection import comparison_rows
 from .reports import MemoryStats, Recommendation
 
-__all__ = ["Thresholds", "Snapshot", "evaluate", "RULES"]
+__all__ = ["Thresholds", "Snapshot", "evaluate", "RULES", "available_cpus"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity / cgroup cpuset), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,11 @@ class Thresholds:
     # GIL-bound thread pool
     gil_min_busy_threads: float = 2.0
     gil_min_busy_s: float = 1.5
-    gil_cpu_cores_low: float = 0.4
+    gil_cpu_cores_low: float = 0.25
     gil_cpu_cores_high: float = 1.3
+    #: GIL-bound only if the threads that wanted to run (CPU + run-queue wait, in cores) stay
+    #: below this fraction of the busy threads.
+    gil_max_runnable_ratio: float = 0.6
     # I/O-idle process pool
     io_min_utilization: float = 50.0
     io_max_cpu_per_busy_worker: float = 0.15
@@ -82,7 +93,7 @@ class Snapshot:
     saturation_times: Sequence[float] = ()
     now: float = 0.0
     settings: Mapping[str, Any] = field(default_factory=dict)
-    cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cpu_count: int = field(default_factory=available_cpus)
 
 
 Rule = Callable[[Snapshot, Thresholds], "Recommendation | None"]
@@ -169,39 +180,61 @@ def _window(s: Snapshot, t: Thresholds) -> list[Mapping[str, Any]]:
 
 
 def _worker_intervals(samples: Sequence[Mapping[str, Any]]):  # type: ignore[no-untyped-def]
-    """Yield ``(worker_id, dt, cpu_delta, load_a, load_b)`` for consecutive samples of the same process."""
-    last: dict[tuple[str, int], tuple[float, float, float]] = {}
+    """Yield ``(worker_id, dt, cpu_delta, wait_delta, load_a, load_b)`` for consecutive samples of one process.
+
+    ``wait_delta`` (run-queue wait) is NaN where it was not measured.
+    """
+    last: dict[tuple[str, int], tuple[float, float, float, float]] = {}
     for sample in samples:
         now = sample["time"]
         for w in iter_workers(sample):  # type: ignore[arg-type]
             key = (w["worker_id"], int(w["pid"]))
             prev = last.get(key)
             cpu = w["cpu_time_s"]
+            wait = w.get("run_wait_s", NAN)
             if prev is not None and cpu == cpu and prev[1] == prev[1] and now > prev[0]:
-                yield w["worker_id"], now - prev[0], max(0.0, cpu - prev[1]), prev[2], w["load"]
-            last[key] = (now, cpu, w["load"])
+                wait_delta = max(0.0, wait - prev[3]) if wait == wait and prev[3] == prev[3] else NAN
+                yield w["worker_id"], now - prev[0], max(0.0, cpu - prev[1]), wait_delta, prev[2], w["load"]
+            last[key] = (now, cpu, w["load"], wait)
 
 
 def rule_gil_bound(s: Snapshot, t: Thresholds) -> Recommendation | None:
-    # A GIL-bound worker runs one thread's Python at a time: its CPU stays near one core however
-    # many threads are busy. With fewer than 2 cores that is indistinguishable from parallel work.
-    if s.profile != "thread" or s.threads_per_worker < 2 or s.cpu_count < 2:
+    # Busy threads of a GIL-bound worker take turns: one runs Python, the others sleep waiting
+    # for the GIL. So its CPU stays near one core, and -- what tells it apart from GIL-releasing
+    # work on a crowded machine, which can also get about one core -- few of its threads are even
+    # *runnable*: "demand" = (CPU time + run-queue wait) / wall time stays well below the number of
+    # busy threads. Without run-queue figures (not Linux) only the CPU test is made, and only with
+    # 2 CPUs or more.
+    if s.profile != "thread" or s.threads_per_worker < 2:
         return None
     per: dict[str, list[float]] = {}
-    for wid, dt, cpu, load_a, load_b in _worker_intervals(_window(s, t)):
+    for wid, dt, cpu, wait, load_a, load_b in _worker_intervals(_window(s, t)):
         if min(load_a, load_b) >= t.gil_min_busy_threads:
-            acc = per.setdefault(wid, [0.0, 0.0, 0.0])
+            acc = per.setdefault(wid, [0.0, 0.0, 0.0, 0.0, 0.0])
             acc[0] += dt
             acc[1] += cpu
             acc[2] += dt * (load_a + load_b) / 2
+            if wait == wait:
+                acc[3] += wait
+                acc[4] += dt
     hits = []
-    for wid, (busy_s, cpu_s, thread_s) in per.items():
+    for wid, (busy_s, cpu_s, thread_s, wait_s, wait_dt) in per.items():
         if busy_s < t.gil_min_busy_s:
             continue
         cores = cpu_s / busy_s
-        if t.gil_cpu_cores_low <= cores <= t.gil_cpu_cores_high:
-            hits.append({"worker_id": wid, "cpu_cores": round(cores, 2), "busy_threads": round(thread_s / busy_s, 2),
-                         "busy_seconds": round(busy_s, 2)})
+        busy_threads = thread_s / busy_s
+        if not t.gil_cpu_cores_low <= cores <= t.gil_cpu_cores_high:
+            continue
+        demand = None
+        if wait_dt >= 0.9 * busy_s:
+            demand = (cpu_s + wait_s) / busy_s
+            if demand > t.gil_max_runnable_ratio * busy_threads:
+                continue  # as many threads wanted to run as were busy: not the GIL, the machine
+        elif s.cpu_count < 2:
+            continue  # one CPU and no run-queue figures: cannot tell
+        hits.append({"worker_id": wid, "cpu_cores": round(cores, 2), "busy_threads": round(busy_threads, 2),
+                     "runnable_threads": round(demand, 2) if demand is not None else None,
+                     "busy_seconds": round(busy_s, 2)})
     if not hits:
         return None
     first = hits[0]
@@ -223,7 +256,7 @@ def rule_io_idle(s: Snapshot, t: Thresholds) -> Recommendation | None:
     if mean_util < t.io_min_utilization:
         return None
     busy_s = cpu_s = 0.0
-    for _wid, dt, cpu, load_a, load_b in _worker_intervals(window):
+    for _wid, dt, cpu, _wait, load_a, load_b in _worker_intervals(window):
         if min(load_a, load_b) >= 1:
             busy_s += dt
             cpu_s += cpu
