@@ -299,3 +299,15 @@ def test_thresholds_are_settings():
     with snakepit.start_pool("dr-thr", pool_size=1, history_interval=None) as pool:
         insp = dx.ProfileInspector(thresholds=dx.Thresholds(memory_avg_mb=1.0))
         assert insp.get_recommendations(pool).rules() == ["memory_average_high"]
+
+
+def test_no_io_idle_rule_for_cpu_bound_process_workers(wait_until):
+    pool = snakepit.start_pool("dr-cpu", profile="process", pool_size=2, history_interval=0.25)
+    futs = []
+    try:
+        futs = [pool.submit(_spin(5.0)) for _ in range(2)]
+        assert wait_until(lambda: len(dx.get_history(pool).to_frame().query("capacity_used >= 2")) >= 10, 15)
+        assert "io_idle_process_pool" not in dx.get_recommendations(pool).rules()
+    finally:
+        _cancel(futs)
+        snakepit.shutdown()

@@ -11,7 +11,7 @@ Data flow::
         pool.recent_latencies_us     (deque.copy(): atomic, no lock)
         worker_memory(pid)           (psutil, no lock; skipped on some ticks if it is costly)
         psutil cpu_times(pid)        (no lock)
-        /proc/<pid>/task/*/schedstat (thread profile only: run-queue wait, for the GIL rule)
+        /proc/<pid>/task/*/schedstat (run-queue wait: GIL and I/O-idle rules; Linux only)
             │
             ▼
         samples: deque(maxlen=history_size) of compact dicts
@@ -129,8 +129,6 @@ class HistorySampler:
         self._ids: tuple[str, ...] = ()
         self._tick = 0
         self._memory_every = 1
-        # Run-queue waits feed the GIL rule, which concerns thread-profile pools only.
-        self._threaded = getattr(pool.profile, "name", "") == "thread"
 
     def start(self) -> None:
         self._thread.start()
@@ -200,7 +198,7 @@ class HistorySampler:
             base = i * _NW
             data[base:base + _NW] = array.array("d", (
                 pid, h.load, h.capacity, h.requests_served, rss, uss, pss, swap, self._cpu_time(pid),
-                run_queue_wait(pid) if self._threaded else NAN,
+                run_queue_wait(pid) if pid > 0 else NAN,
             ))
         if measure_memory and handles:
             cost = time.perf_counter() - t_mem

@@ -15,7 +15,7 @@ utilization) followed by the measured rules.
 | ``utilization_high`` | warning | else ≥ 80 % |
 | ``utilization_low`` | info | else < 20 % with > 10 workers |
 | ``gil_bound`` | warning | a thread worker uses about one core while ≥ 2 threads are busy, and few of them are runnable |
-| ``io_idle_process_pool`` | info | process workers mostly busy but using almost no CPU |
+| ``io_idle_process_pool`` | info | process workers mostly busy but neither running nor waiting for a CPU |
 | ``memory_growth`` | warning | a worker's memory grows steadily across requests |
 | ``frequent_saturation`` | warning | ≥ 3 rejections (queue full) in the window |
 """
@@ -255,15 +255,18 @@ def rule_io_idle(s: Snapshot, t: Thresholds) -> Recommendation | None:
     mean_util = sum(x["utilization_percent"] for x in window) / len(window)
     if mean_util < t.io_min_utilization:
         return None
-    busy_s = cpu_s = 0.0
-    for _wid, dt, cpu, _wait, load_a, load_b in _worker_intervals(window):
+    # Busy workers that neither ran nor waited for a CPU were waiting for something else (I/O).
+    # Counting run-queue wait (Linux) keeps CPU-bound workers starved by a crowded machine out.
+    busy_s = cpu_s = wait_s = 0.0
+    for _wid, dt, cpu, wait, load_a, load_b in _worker_intervals(window):
         if min(load_a, load_b) >= 1:
             busy_s += dt
             cpu_s += cpu
+            wait_s += wait if wait == wait else 0.0
     if busy_s < t.io_min_busy_s:
         return None
     per_busy = cpu_s / busy_s
-    if per_busy > t.io_max_cpu_per_busy_worker:
+    if (cpu_s + wait_s) / busy_s > t.io_max_cpu_per_busy_worker:
         return None
     capacity = max(1, s.capacity_total)
     tpw = max(t.threads_min, min(t.threads_max, capacity))
