@@ -141,7 +141,7 @@ class HistorySampler:
     # ------------------------------------------------------------------ sampling
     def sample_once(self) -> dict[str, Any]:
         """Take one sample now, append it to :attr:`samples` and return it."""
-        with self._lock:
+        with self._lock:  # one sample at a time (the background thread, or a caller)
             sample = self._collect()
             self.samples.append(sample)
             return sample
@@ -251,16 +251,14 @@ class HistorySampler:
 
     def latest_memory(self) -> dict[str, Any] | None:
         """The newest sample in which memory was measured (None if there is none)."""
-        with self._lock:
-            for sample in reversed(self.samples):
-                if sample.get("memory_total_mb") is not None:
-                    return sample
+        for sample in reversed(self.samples.copy()):  # deque.copy() is atomic: no lock, no waiting
+            if sample.get("memory_total_mb") is not None:
+                return sample
         return None
 
     def window(self, seconds: float | None = None) -> list[dict[str, Any]]:
         """The samples of the last ``seconds`` (all of them when None), oldest first."""
-        with self._lock:
-            samples = list(self.samples)
+        samples = list(self.samples.copy())  # readers never wait for a sample being taken
         if seconds is None or not samples:
             return samples
         cutoff = time.time() - seconds
