@@ -407,19 +407,13 @@ class SnakepitMagics(Magics):
     def _run_one(self, pool: snakepit.Pool, cell: str, args: Any, push: dict, pull: list[str]) -> Any:
         writer = _LineWriter()
         before = _in_flight(pool)
+        pids_before = {w.worker_id: w.pid for w in pool.list_workers()}
         try:
             result = pool.run_code(cell, args.session, push=push, pull=pull, on_output=writer.write,
                                    timeout=args.timeout)
         except KeyboardInterrupt:
             writer.finish()
-            freed = _wait_slots_free(pool, before)
-            where = f"pool {pool.name!r}" + (f", session {args.session!r}" if args.session else "")
-            if freed:
-                msg = f"interrupted: the remote work on {where} was cancelled and its worker slot is free again."
-            else:
-                msg = (f"interrupted: cancellation was sent to {where}; the worker has not stopped yet "
-                       "(snakepit kills and replaces it if it ignores the cancellation).")
-            raise CellInterrupted(msg) from None
+            raise CellInterrupted(self._interrupt_message(pool, args, before, pids_before)) from None
         except snakepit.RemoteError as exc:
             writer.finish()
             raise RemoteCellError(exc, cell, pool.name) from None
@@ -436,6 +430,21 @@ class SnakepitMagics(Magics):
         if result.result_repr is not None:
             return _Repr(result.result_repr)
         return None
+
+    @staticmethod
+    def _interrupt_message(pool: snakepit.Pool, args: Any, before: int, pids_before: dict[str, int]) -> str:
+        freed = _wait_slots_free(pool, before)
+        where = f"pool {pool.name!r}" + (f", session {args.session!r}" if args.session else "")
+        if not freed:
+            return (f"interrupted: cancellation was sent to {where}; the worker has not stopped yet "
+                    "(snakepit kills and replaces a worker that ignores the cancellation).")
+        alive = {w.worker_id for w in pool.list_workers()}
+        gone = [f"{wid} (pid {pid})" for wid, pid in pids_before.items() if wid not in alive]
+        if gone:
+            return (f"interrupted: the remote work on {where} was cancelled; its worker {', '.join(gone)} did "
+                    "not stop in time and was killed and replaced (its session namespaces are gone). "
+                    "The worker slot is free again.")
+        return f"interrupted: the remote work on {where} was cancelled and its worker slot is free again."
 
     def _store(self, pulled: dict, missing: list[str], args: Any, result: Any, worker_id: Any) -> None:
         ns = self.shell.user_ns
