@@ -19,6 +19,7 @@ Example (in a notebook)::
 """
 from __future__ import annotations
 
+import inspect
 import queue
 import sys
 import threading
@@ -462,6 +463,10 @@ class SnakepitMagics(Magics):
             raise UsageError(f"pool {pool.name!r} has no live workers")
         events: queue.SimpleQueue = queue.SimpleQueue()
         cancel = threading.Event()
+        # A snakepit whose run_code accepts ``cancel=`` (an Event) can stop a silent worker too.
+        can_cancel = "cancel" in inspect.signature(pool.run_code).parameters
+        extra = {"cancel": cancel} if can_cancel else {}
+        before = _in_flight(pool)
 
         def run(wid: str) -> None:
             def on_output(stream: str, text: str) -> None:
@@ -471,7 +476,7 @@ class SnakepitMagics(Magics):
 
             try:
                 res = pool.run_code(cell, args.session, push=push, pull=pull, on_output=on_output,
-                                    timeout=args.timeout, worker_id=wid)
+                                    timeout=args.timeout, worker_id=wid, **extra)
                 events.put(("done", wid, res, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the kernel thread
                 events.put(("done", wid, None, exc))
@@ -499,6 +504,14 @@ class SnakepitMagics(Magics):
             cancel.set()
             writer.finish()
             running = [w for w in workers if w not in results and w not in errors]
+            if can_cancel:
+                for t in threads:
+                    t.join(timeout=10.0)
+                freed = _wait_slots_free(pool, before, timeout=5.0)
+                raise CellInterrupted(
+                    f"interrupted: the cell was cancelled on {len(running)} of {len(workers)} workers "
+                    f"({', '.join(running)})" + ("; their slots are free again." if freed else
+                                                 "; they have not all stopped yet.")) from None
             raise CellInterrupted(
                 f"interrupted while {len(running)} of {len(workers)} workers still ran the cell "
                 f"({', '.join(running)}). Workers that print are cancelled at their next output; "
