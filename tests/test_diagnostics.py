@@ -331,3 +331,15 @@ def test_memory_stats_can_reuse_a_fresh_history_sample(wait_until):
         assert len(live.workers) == 2 and live.collected_at > sample["time"]
     finally:
         snakepit.shutdown()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from snakepit.diagnostics import history, levels
+
+    for fn in (levels.utilization_level, levels.utilization_badge, history.percentile):
+        runner = doctest.DocTestRunner()
+        for test in doctest.DocTestFinder().find(fn):
+            runner.run(test)
+        assert runner.failures == 0 and runner.tries > 0, fn.__name__
