@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import grpc
 
@@ -31,18 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("snakepit.lifecycle")
 
-__all__ = ["LifecycleMonitor", "worker_memory"]
+__all__ = ["LifecycleMonitor", "worker_memory", "workers_memory", "workers_rss_mb"]
 
 
-def worker_memory(pid: int) -> dict[str, float] | None:
-    """RSS/USS/PSS in MiB of a worker process plus its children (USS/PSS where the OS gives them)."""
-    try:
-        import psutil
-
-        procs = [psutil.Process(pid)]
-        procs += procs[0].children(recursive=True)
-    except Exception:
-        return None
+def _memory_totals(procs: list) -> dict[str, float]:
     totals = {"rss_mb": 0.0}
     for proc in procs:
         try:
@@ -60,20 +52,73 @@ def worker_memory(pid: int) -> dict[str, float] | None:
     return totals
 
 
-def _rss_mb(pid: int) -> float | None:
+def worker_memory(pid: int) -> dict[str, float] | None:
+    """RSS/USS/PSS in MiB of a worker process plus its children (USS/PSS where the OS gives them)."""
     try:
         import psutil
 
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
     except Exception:
         return None
+    return _memory_totals(procs)
+
+
+def _process_trees(pids: Iterable[int]) -> dict[int, list]:
+    """Each pid's process and all its descendants, from one scan of the process table."""
+    import psutil
+
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    trees: dict[int, list] = {}
+    for pid in pids:
+        try:
+            procs = [psutil.Process(pid)]
+        except Exception:
+            continue
+        stack = list(children.get(pid, ()))
+        while stack:
+            child = stack.pop()
+            try:
+                procs.append(psutil.Process(child))
+            except Exception:
+                continue
+            stack.extend(children.get(child, ()))
+        trees[pid] = procs
+    return trees
+
+
+def workers_memory(pids: Iterable[int]) -> dict[int, dict[str, float] | None]:
+    """``worker_memory(pid)`` for many workers with one scan of the process table (not one per worker)."""
+    pids = list(pids)
+    try:
+        trees = _process_trees(pids)
+    except Exception:
+        return {pid: None for pid in pids}
+    return {pid: _memory_totals(trees[pid]) if pid in trees else None for pid in pids}
+
+
+def workers_rss_mb(pids: Iterable[int]) -> dict[int, float]:
+    """RSS in MiB of each worker plus its children (cheap: no USS/PSS), one process-table scan."""
+    out: dict[int, float] = {}
+    try:
+        trees = _process_trees(pids)
+    except Exception:
+        return out
+    for pid, procs in trees.items():
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except Exception:
+                pass
+        out[pid] = total / 2**20
+    return out
+
+
+def _rss_mb(pid: int) -> float | None:
+    return workers_rss_mb([pid]).get(pid)
 
 
 class LifecycleMonitor:
@@ -112,6 +157,7 @@ class LifecycleMonitor:
         now = time.monotonic()
         workers = pool._worker_handles()
         pings: list[tuple["_Worker", grpc.Future]] = []
+        rss = workers_rss_mb(w.pid for w in workers) if cfg.memory_threshold_mb else {}
         for worker in workers:
             if worker.gone or worker.status not in ("available", "busy"):
                 continue
@@ -120,10 +166,10 @@ class LifecycleMonitor:
                     pool.begin_recycle(worker.worker_id, "ttl")
                     continue
                 if cfg.memory_threshold_mb:
-                    rss = _rss_mb(worker.pid)
-                    if rss is not None and rss >= cfg.memory_threshold_mb:
+                    used = rss.get(worker.pid)
+                    if used is not None and used >= cfg.memory_threshold_mb:
                         log.info("pool %r: worker %s uses %.0f MiB (threshold %.0f); recycling",
-                                 pool.name, worker.worker_id, rss, cfg.memory_threshold_mb)
+                                 pool.name, worker.worker_id, used, cfg.memory_threshold_mb)
                         pool.begin_recycle(worker.worker_id, "memory")
                         continue
             if cfg.heartbeat_interval and worker.conn is not None:
