@@ -50,6 +50,7 @@ NOTEBOOK_CELLS = [
     "stop = threading.Event()\n"
     "threading.Thread(target=keep_busy, args=(stop,), name='load', daemon=True).start()",
     "panel = snakepit_nb.Panel(interval=0.5)\npanel",
+    "%load_ext snakepit_nb\n%snakepit_inspect --detailed --recommendations",
 ]
 
 
@@ -83,6 +84,9 @@ def lab(tmp_path):
         path = tmp_path / sub
         path.mkdir()
         env[var] = str(path)
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     port, token = _free_port(), secrets.token_hex(16)
     server = subprocess.Popen(
@@ -165,10 +169,11 @@ def test_panel_renders_and_updates_in_chromium(lab):
 
             gauge = page.locator(".widget-hprogress").first
             gauge.wait_for(state="visible")
-            table = page.locator("table.snakepit-workers").first
+            table = page.locator(".widget-html table.snakepit-workers").first
             table.wait_for(state="visible")
             page.wait_for_function(
-                "() => document.querySelectorAll('table.snakepit-workers tbody tr').length === 3")
+                "() => { const t = document.querySelector('.widget-html table.snakepit-workers');"
+                " return !!t && t.querySelectorAll('tbody tr').length === 3; }")
             plot = page.locator(".js-plotly-plot").first
             plot.wait_for(state="visible")
             for child in psutil.Process(lab["server"].pid).children(recursive=True):
@@ -178,7 +183,7 @@ def test_panel_renders_and_updates_in_chromium(lab):
                 return page.evaluate(
                     """() => ({
                         gauge: document.querySelector('.widget-hprogress .progress-bar').style.width,
-                        table: document.querySelector('table.snakepit-workers').innerText,
+                        table: document.querySelector('.widget-html table.snakepit-workers').innerText,
                         traces: Array.from(document.querySelectorAll('.js-plotly-plot .scatterlayer path.js-line'))
                                      .map(p => p.getAttribute('d')).join('|'),
                     })""")
@@ -201,9 +206,13 @@ def test_panel_renders_and_updates_in_chromium(lab):
             assert len(widths) >= 2, f"the gauge never moved: {widths}"
             assert "default-w1" in second["table"] and "/ 1" in second["table"]
 
-            page.locator(".jp-OutputArea-output").last.scroll_into_view_if_needed()
+            inspect_card = page.locator(".snakepit-inspect").last
+            inspect_card.wait_for(state="visible")
+            inspect_card.scroll_into_view_if_needed()
+            inspect_card.screenshot(path=os.path.join(ARTIFACTS, "inspect.png"))
+            output = page.locator(".jp-OutputArea-output", has=page.locator(".widget-hprogress")).first
+            output.scroll_into_view_if_needed()
             page.wait_for_timeout(1500)
-            output = page.locator(".jp-OutputArea-output").last
             output.screenshot(path=os.path.join(ARTIFACTS, "panel.png"))
             page.screenshot(path=os.path.join(ARTIFACTS, "panel-page.png"), full_page=False)
             assert os.path.getsize(os.path.join(ARTIFACTS, "panel.png")) > 10_000
