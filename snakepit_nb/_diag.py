@@ -179,7 +179,7 @@ def _try(snap: PoolSnapshot, key: str, fn: Callable[[], Any]) -> Any:
 def snapshot(pool: snakepit.Pool, *, recommendations: bool = True, capacity: bool = True) -> PoolSnapshot:
     """Collect one pool's figures from the inspector (never raises; failures land in ``errors``)."""
     snap = PoolSnapshot(
-        name=pool.name, profile=getattr(pool.profile, "name", str(pool.profile)), taken_at=time.time(),
+        name=pool.name, profile=str(pool.config.profile), taken_at=time.time(),
         statistics={}, workers=[],
     )
     snap.statistics = _try(snap, "statistics", pool.statistics) or {}

@@ -401,7 +401,7 @@ class SnakepitMagics(Magics):
                 raise UsageError("several pools run and none is called 'default': choose one with --pool "
                                  + " / ".join(p.name for p in pools))
         pool = snakepit.start_pool("default", exist_ok=True)
-        print(f"snakepit: started pool 'default' ({pool.profile.name} profile, "
+        print(f"snakepit: started pool 'default' ({pool.config.profile} profile, "
               f"{len(pool.list_workers())} workers). Stop it with snakepit.stop_pool('default').")
         return pool
 
