@@ -176,18 +176,25 @@ def _try(snap: PoolSnapshot, key: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def snapshot(pool: snakepit.Pool, *, recommendations: bool = True, capacity: bool = True) -> PoolSnapshot:
-    """Collect one pool's figures from the inspector (never raises; failures land in ``errors``)."""
+def snapshot(pool: snakepit.Pool, *, recommendations: bool = True, capacity: bool = True,
+             memory_max_age_s: float | None = None) -> PoolSnapshot:
+    """Collect one pool's figures from the inspector (never raises; failures land in ``errors``).
+
+    ``memory_max_age_s`` lets memory figures come from the pool's history sampler when its
+    latest sample is that fresh (load and status are always read now): the live panel uses
+    it so that refreshing often does not rescan every worker process each time.
+    """
+    age = {} if memory_max_age_s is None else {"max_age_s": memory_max_age_s}
     snap = PoolSnapshot(
         name=pool.name, profile=str(pool.config.profile), taken_at=time.time(),
         statistics={}, workers=[],
     )
     snap.statistics = _try(snap, "statistics", pool.statistics) or {}
     snap.workers = _try(snap, "workers", pool.list_workers) or []
-    snap.pool_stats = _try(snap, "pool_stats", lambda: diag("get_pool_stats")(pool))
+    snap.pool_stats = _try(snap, "pool_stats", lambda: diag("get_pool_stats")(pool, **age))
     if capacity:
         snap.capacity = _try(snap, "capacity", lambda: diag("get_capacity_stats")(pool))
-    snap.memory = _try(snap, "memory", lambda: diag("get_memory_stats")(pool))
+    snap.memory = _try(snap, "memory", lambda: diag("get_memory_stats")(pool, **age))
     if snap.memory is not None:
         frame = _try(snap, "memory_frame", snap.memory.to_frame)
         if frame is not None and "worker_id" in frame and "memory_mb" in frame:

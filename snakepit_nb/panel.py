@@ -463,7 +463,7 @@ class Panel:
 
     def _refresh(self) -> None:
         pools = self.pools()
-        snaps = [_diag.snapshot(p, capacity=False) for p in pools]
+        snaps = [_diag.snapshot(p, capacity=False, memory_max_age_s=max(2.0, 2 * self.interval)) for p in pools]
         names = [p.name for p in pools]
         for pool in pools:
             if pool.name not in self._sections:
