@@ -117,10 +117,15 @@ def test_several_managers_listed_and_one_chosen(runtime_env):
 
 
 def _processes_using(runtime_dir: str) -> list[int]:
+    """Live processes started for this runtime dir: it is in their command line or environment
+    (workers, zygotes and anything else the demo could have spawned inherit the environment)."""
     pids = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if runtime_dir in " ".join(proc.info["cmdline"] or ()) and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if runtime_dir in " ".join(proc.info["cmdline"] or ()) or \
+                    proc.environ().get("SNAKEPIT_RUNTIME_DIR") == runtime_dir:
                 pids.append(proc.pid)
         except psutil.Error:
             pass
