@@ -54,17 +54,19 @@ from . import runtime
 log = logging.getLogger("snakepit.admin")
 
 __all__ = [
-    "TOKEN_METADATA_KEY",
     "AdminClient",
     "AdminError",
     "Endpoint",
     "Manager",
+    "TOKEN_METADATA_KEY",
     "collect_inspection",
     "connect",
     "current_endpoint",
     "discover",
     "install",
+    "pool_config_dict",
     "publish",
+    "run_report",
     "set_enabled",
     "withdraw",
 ]
@@ -427,10 +429,10 @@ class Endpoint:
 
     pid: int
     socket_path: str
-    token: str
-    discovery_path: str
-    published_at: float
-    process_started_at: float | None
+    token: str = dataclasses.field(repr=False)
+    discovery_path: str = ""
+    published_at: float = 0.0
+    process_started_at: float | None = None
     _server: Any = dataclasses.field(repr=False, default=None)
     _executor: Any = dataclasses.field(repr=False, default=None)
 
@@ -607,8 +609,8 @@ class Manager:
 
     pid: int
     socket: str
-    token: str
-    path: str
+    token: str = dataclasses.field(repr=False)
+    path: str = ""
     started_at: float | None = None
     published_at: float | None = None
     pools: tuple[str, ...] = ()

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-__all__ = ["main", "get_cli", "render_inspection"]
+__all__ = ["analyse_pools", "get_cli", "main", "render_inspection", "render_pool", "utilization_badge"]
 
 RULE = "=" * 80
 THIN = "-" * 80
