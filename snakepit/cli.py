@@ -1104,7 +1104,12 @@ def get_cli() -> Any:
 
     fmt_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                               show_default=True, help="Output format.")
-    target_option = click.option("--target", metavar="PID|FILE", default=None,
+    def check_target(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None or value.isdigit() or os.sep in value or value.endswith(".json"):
+            return value
+        raise click.BadParameter("give a pid or the path of a discovery file (see `snakepit pools`)")
+
+    target_option = click.option("--target", metavar="PID|FILE", default=None, callback=check_target,
                                  help="The pool manager to attach to: its pid or its discovery file.")
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -75,6 +75,7 @@ def test_exit_codes_and_json_errors(runtime_env):
     assert run_cli(["profile-inspector", "--format", "xml"], runtime_env).returncode == 2
     assert _invoke(["profile-inspector", "--no-such-flag"]).exit_code == 2
     assert _invoke(["no-such-command"]).exit_code == 2
+    assert _invoke(["profile-inspector", "--target", "not-a-pid"]).exit_code == 2
 
     with ManagerProcess([{"name": "default", "pool_size": 1}], runtime_env):
         result = run_cli(["profile-inspector", "--pool", "nope", "--format", "json"], runtime_env)
