@@ -1067,6 +1067,8 @@ class Pool:
                     try:
                         chunk = fut.result(remaining)  # type: ignore[union-attr]
                     except FutureTimeoutError:
+                        if fut.done():  # the request itself timed out (queue/request timeout)
+                            raise
                         raise TimeoutError(f"map() did not finish within {timeout}s") from None
                     yield from chunk
             finally:
@@ -1077,7 +1079,8 @@ class Pool:
 
     def run_code(self, source: str, session_id: str | None = None, *, push: Mapping[str, Any] | None = None,
                  pull: Iterable[str] | None = None, on_output: Callable[[str, str], None] | None = None,
-                 timeout: Any = _DEFAULT, worker_id: str | None = None) -> RunResult:
+                 timeout: Any = _DEFAULT, worker_id: str | None = None,
+                 cancel: threading.Event | None = None) -> RunResult:
         """Run Python source on a worker (what ``%%snakepit_run`` uses).
 
         Args:
@@ -1088,6 +1091,8 @@ class Pool:
             pull: names whose values to bring back (``RunResult.pulled``).
             on_output: called as ``on_output("stdout"|"stderr", text)`` while the code runs.
             worker_id: run on this particular worker (used by ``%%snakepit_run --all``).
+            cancel: an event another thread may set to cancel the run (the remote code is
+                interrupted; :class:`RequestCancelledError` is raised here).
 
         Raises:
             RemoteError: the code raised; ``remote_traceback`` holds the worker's traceback.
@@ -1101,7 +1106,7 @@ class Pool:
         call = self._dispatch("run_code", args, session=session, stream=True, timeout=timeout)
         final: dict[str, Any] | None = None
         worker = call.worker
-        for item in _iterate_stream(self, call):
+        for item in _iterate_stream(self, call, cancel):
             if isinstance(item, tuple) and len(item) == 2 and item[0] in ("stdout", "stderr"):
                 if on_output is not None:
                     on_output(item[0], item[1])
@@ -1468,13 +1473,23 @@ def _wait(call: _Call) -> Any:
         raise
 
 
-def _iterate_stream(pool: Pool, call: _Call) -> Iterator[Any]:
+def _iterate_stream(pool: Pool, call: _Call, cancel: threading.Event | None = None) -> Iterator[Any]:
     chunks = call.chunks
     assert chunks is not None
     finished = False
     try:
         while True:
-            item = chunks.get()
+            if cancel is None:
+                item = chunks.get()
+            else:
+                try:
+                    item = chunks.get(timeout=0.05)
+                except queue.Empty:
+                    if cancel.is_set():
+                        raise RequestCancelledError(
+                            call.command, call.worker.worker_id if call.worker else None, "cancelled by the caller"
+                        ) from None
+                    continue
             if item is STREAM_END:
                 finished = True
                 return

@@ -225,3 +225,23 @@ def test_idle_sessions_expire_and_free_their_namespace(pool):
     assert "idle" not in {x.session_id for x in pool.list_sessions()}
     # The namespace is gone on the worker too (session_close was sent before this request).
     assert on_that_worker.execute("session_names", {"session_id": "idle"}) == []
+
+
+def test_run_code_cancelled_from_another_thread(pool):
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    start = __import__("time").monotonic()
+    with pytest.raises(snakepit.RequestCancelledError):
+        pool.run_code("import time\ntime.sleep(30)", cancel=cancel)
+    assert __import__("time").monotonic() - start < 3
+    assert pool.execute("sleep", {"seconds": 0.01}, timeout=5) < 1
+
+
+def test_map_reports_a_request_timeout_as_such():
+    p = snakepit.start_pool("t-map-timeout", pool_size=1, request_timeout=0.3)
+    try:
+        with pytest.raises(snakepit.RequestTimeoutError):
+            list(p.map(__import__("time").sleep, [5]))
+    finally:
+        snakepit.shutdown()
