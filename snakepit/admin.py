@@ -326,11 +326,18 @@ def _make_servicer(endpoint: "Endpoint") -> Any:
     class AdminServicer(apb_grpc.AdminServicer):
         @guarded
         def Hello(self, request: Any, context: Any) -> Any:
+            summaries = _pool_summaries()
+            names = [s["name"] for s in summaries]
+            if names != endpoint.pool_names:  # a pool was stopped since: keep the discovery file current
+                try:
+                    endpoint.write_discovery(names)
+                except OSError:
+                    pass
             now = time.time()
             started = endpoint.process_started_at or endpoint.published_at
             return apb.HelloReply(
                 pid=os.getpid(), version=_version(), started_at=started, uptime_s=max(0.0, now - started),
-                pools=[apb.PoolSummary(**s) for s in _pool_summaries()], command=_command_line(),
+                pools=[apb.PoolSummary(**s) for s in summaries], command=_command_line(),
                 python=sys.version.split()[0], published_at=endpoint.published_at,
             )
 
@@ -433,6 +440,7 @@ class Endpoint:
     discovery_path: str = ""
     published_at: float = 0.0
     process_started_at: float | None = None
+    pool_names: list[str] = dataclasses.field(default_factory=list)
     _server: Any = dataclasses.field(repr=False, default=None)
     _executor: Any = dataclasses.field(repr=False, default=None)
 
@@ -452,6 +460,7 @@ class Endpoint:
             "version": _version(),
             "python": sys.executable,
         }
+        self.pool_names = list(pool_names)
         tmp = f"{self.discovery_path}.{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

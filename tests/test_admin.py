@@ -156,6 +156,12 @@ def test_in_process_endpoint_published_and_withdrawn(runtime_env):
         projection = client.report("projection", "adm", worker_counts=[1, 2])
         assert projection
     assert pool.execute("ping") is not None
+    snakepit.start_pool("adm2", pool_size=1, history_interval=None)
+    assert admin.discover()[0].pools == ("adm", "adm2")
+    snakepit.stop_pool("adm")
+    with admin.AdminClient(admin.discover()[0]) as client:
+        assert [p["name"] for p in client.hello()["pools"]] == ["adm2"]
+    assert admin.discover()[0].pools == ("adm2",)  # the discovery file follows
     snakepit.shutdown()
     assert admin.current_endpoint() is None
     assert not os.path.exists(ep.discovery_path)
