@@ -486,10 +486,6 @@ def _short_command(command: str) -> str:
     return " ".join(os.path.basename(p) if os.sep in p and "\n" not in p else p for p in parts)
 
 
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
-
-
 def cmd_recycle_worker(pool: str, worker_id: str, target: str | None) -> None:
     """``snakepit recycle-worker POOL WORKER_ID``: recycle one worker of a live pool."""
     from . import admin  # noqa: PLC0415

@@ -6,7 +6,6 @@ import os
 import re
 
 import psutil
-import pytest
 from click.testing import CliRunner
 from test_admin_helpers import ManagerProcess, run_cli, runtime_env  # noqa: F401 - runtime_env is a fixture
 
