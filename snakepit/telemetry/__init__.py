@@ -26,6 +26,9 @@ Events emitted by snakepit (measurements / metadata):
 ``("snakepit","worker","crashed")``            exit_code                           pool, worker_id, pid
 ``("snakepit","session","moved")``             count                               pool, session_id, from_worker, to_worker
 =============================================  ==================================  ============================================
+
+Prometheus: ``snakepit.telemetry.prometheus.start_exporter(port=0)`` serves these events as
+counters/histograms plus pool gauges on 127.0.0.1 (needs the ``prometheus`` extra).
 """
 from __future__ import annotations
 
