@@ -3,10 +3,20 @@
 cloudpickle lets functions and classes defined in a notebook travel by value. Pickle is
 safe here because both ends belong to the same user: workers listen on owner-only Unix
 sockets in a 0700 directory.
+
+Fast path (issue 7): ``cloudpickle.dumps`` costs 20–40 µs even for ``{"x": 1}`` (it builds
+a Pickler with its reducer tables each call), the C pickler ~1–6 µs. The two produce the
+same stream unless cloudpickle would pickle something *by value*: a function or class of
+``__main__``, or of a module registered with ``cloudpickle.register_pickle_by_value``, or
+one that cannot be found by name (lambdas, local functions, dynamic modules). The C
+pickler raises for the last group, every reference to ``__main__`` spells ``__main__`` in
+the stream, and registered modules switch the fast path off; in all three cases we fall
+back to cloudpickle. So the bytes the worker sees are cloudpickle-equivalent.
 """
 from __future__ import annotations
 
 import pickle
+import struct
 import traceback
 from typing import Any
 
@@ -35,12 +45,29 @@ EMPTY_DICT_PAYLOAD = pickle.dumps({}, protocol=PROTOCOL)
 NONE_PAYLOAD = pickle.dumps(None, protocol=PROTOCOL)
 
 
+_plain_dumps = pickle.dumps
+_BY_VALUE_MODULES = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", None)
+
+
+def _fast_dumps(value: Any) -> bytes | None:
+    """The C pickler's bytes when they are what cloudpickle would produce, else None."""
+    if _BY_VALUE_MODULES is None or _BY_VALUE_MODULES:
+        return None
+    try:
+        data = _plain_dumps(value, protocol=PROTOCOL)
+    except Exception:  # lambdas, local functions, …: cloudpickle's job
+        return None
+    if b"__main__" in data:
+        return None
+    return data
+
+
 def dumps(value: Any, what: str, limit: int | None = None) -> bytes:
     """Pickle ``value``; raise SerializationError / PayloadTooLargeError with a clear message."""
     if value is None:
         return NONE_PAYLOAD
     try:
-        data = cloudpickle.dumps(value, protocol=PROTOCOL)
+        data = _fast_dumps(value) or cloudpickle.dumps(value, protocol=PROTOCOL)
     except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, …)
         raise SerializationError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from exc
     if limit is not None and len(data) > limit:
@@ -108,3 +135,38 @@ def _too_large(message: str) -> Exception:
     err.size = -1
     err.limit = -1
     return err
+
+
+# -- batches on the Dispatch stream (issue 7) ---------------------------------------------
+# Every gRPC message costs tens of microseconds of Python and thread hand-offs on each side,
+# so when several small requests (or replies) are waiting at once they travel as one
+# message: a Request with ``request_id=0, command=BATCH_COMMAND`` (a Reply with
+# ``request_id=0, kind=CHUNK``; no real request has id 0) whose payload holds the
+# serialized messages, each prefixed with its length. A lone message is sent as itself, so
+# an idle round trip pays nothing for this.
+BATCH_COMMAND = "__snakepit_batch__"
+BATCH_MAX_ITEMS = 256
+BATCH_MAX_ITEM_BYTES = 64 * 1024  # bigger messages travel alone
+BATCH_MAX_BYTES = 1024 * 1024
+
+_LEN = struct.Struct("<I")
+
+
+def pack(messages: list[bytes]) -> bytes:
+    """Length-prefix and join serialized messages."""
+    pack_len = _LEN.pack
+    return b"".join([part for msg in messages for part in (pack_len(len(msg)), msg)])
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """The serialized messages of :func:`pack`."""
+    out = []
+    view = memoryview(data)
+    pos, end, size = 0, len(data), _LEN.size
+    unpack_len = _LEN.unpack_from
+    while pos < end:
+        (n,) = unpack_len(view, pos)
+        pos += size
+        out.append(bytes(view[pos:pos + n]))
+        pos += n
+    return out
