@@ -2,6 +2,10 @@
 
 Requests are multiplexed over the stream by id. One reader thread per connection turns
 replies into calls of ``on_reply``; when the stream breaks, ``on_broken`` is called once.
+
+gRPC's request-iterator thread takes the next request only once the previous write is
+done; requests queued meanwhile go out together as one batch message (see
+``codec.BATCH_COMMAND``), and batches of replies are taken apart here (issue 7).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Callable
 
 import grpc
 
+from .protocol import codec
 from .protocol import worker_pb2 as pb
 from .protocol import worker_pb2_grpc as pb_grpc
 
@@ -44,7 +49,7 @@ class WorkerConnection:
         self._on_reply = on_reply
         self._on_broken = on_broken
         self._closed = False
-        self._call = self.stub.Dispatch(iter(self._outbox.get, _CLOSE))
+        self._call = self.stub.Dispatch(self._requests())
         self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
         self._reader.start()
 
@@ -55,11 +60,54 @@ class WorkerConnection:
     def cancel(self, request_id: int) -> None:
         self._outbox.put(pb.Request(request_id=request_id, cancel=True))
 
+    def _requests(self):  # type: ignore[no-untyped-def]
+        """The stream's request iterator: one request, or a batch of those already waiting."""
+        get, get_nowait = self._outbox.get, self._outbox.get_nowait
+        Empty = queue.Empty
+        max_item, max_items, max_bytes = codec.BATCH_MAX_ITEM_BYTES, codec.BATCH_MAX_ITEMS, codec.BATCH_MAX_BYTES
+        carry: pb.Request | None = None
+        closing = False
+        while not closing:
+            first = carry if carry is not None else get()
+            carry = None
+            if first is _CLOSE:
+                return
+            if len(first.payload) > max_item:
+                yield first
+                continue
+            batch = [first]
+            size = len(first.payload)
+            while len(batch) < max_items and size < max_bytes:
+                try:
+                    nxt = get_nowait()
+                except Empty:
+                    break
+                if nxt is _CLOSE:
+                    closing = True
+                    break
+                if len(nxt.payload) > max_item:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                size += len(nxt.payload)
+            if len(batch) == 1:
+                yield first
+            else:
+                yield pb.Request(request_id=0, command=codec.BATCH_COMMAND,
+                                 payload=codec.pack([r.SerializeToString() for r in batch]))
+
     def _read(self) -> None:
         error: BaseException | None = None
+        on_reply = self._on_reply
+        batch_kind = pb.Reply.CHUNK
+        parse = pb.Reply.FromString
         try:
             for reply in self._call:
-                self._on_reply(reply)
+                if reply.request_id == 0 and reply.kind == batch_kind:
+                    for raw in codec.unpack(reply.payload):
+                        on_reply(parse(raw))
+                else:
+                    on_reply(reply)
         except grpc.RpcError as exc:
             error = exc
         except BaseException as exc:  # noqa: BLE001

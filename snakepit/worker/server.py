@@ -19,6 +19,7 @@ asynchronous exception (pure-Python code) or its cooperative cancel flag.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import gc
 import inspect
@@ -120,6 +121,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         self.started = time.monotonic()
         self.requests_served = 0
         self._in_flight: dict[int, RequestContext] = {}
+        # Requests handed to the runner but not started yet, with their reply function: a
+        # cancel answers them at once instead of after the request ahead of them (issue 7:
+        # the manager may pipeline several requests to one worker).
+        self._queued: dict[int, Send] = {}
         self._lock = threading.Lock()
         self._draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -133,9 +138,13 @@ class WorkerService(pb_grpc.WorkerServicer):
             ctx.emit = lambda value: send(self._chunk(req.request_id, value))
         with self._lock:
             self._in_flight[req.request_id] = ctx
+            self._queued[req.request_id] = send
         self.runner.submit(lambda: self._run(req, ctx, send, stream))
 
     def _run(self, req: pb.Request, ctx: RequestContext, send: Send, stream: bool) -> None:
+        with self._lock:
+            if self._queued.pop(req.request_id, None) is None:
+                return  # cancelled before it started, and already answered
         t0 = time.perf_counter_ns()
         while True:
             try:
@@ -230,8 +239,13 @@ class WorkerService(pb_grpc.WorkerServicer):
             if ctx is None:
                 return False
             ctx.cancel_event.set()
-            if ctx.thread_ident is not None:
+            send = self._queued.pop(request_id, None)
+            if send is not None:
+                self._in_flight.pop(request_id, None)
+            elif ctx.thread_ident is not None:
                 self.runner.interrupt(ctx)
+        if send is not None:
+            send(self._error(request_id, codec.failure_from_exception(Cancelled(), codec.CANCELLED, tb="")))
         return True
 
     @property
@@ -245,27 +259,84 @@ class WorkerService(pb_grpc.WorkerServicer):
         return lambda reply: loop.call_soon_threadsafe(put, reply)
 
     async def Dispatch(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        out: asyncio.Queue[pb.Reply | None] = asyncio.Queue()
-        send = self._threadsafe_sender(out.put_nowait)
+        loop = asyncio.get_running_loop()
+        # Replies come from the request threads. They are appended to a deque and the loop is
+        # woken once per burst, not once per reply; replies that pile up while a write is in
+        # flight leave together as one batch message (codec.BATCH_COMMAND, issue 7).
+        pending: collections.deque[pb.Reply | None] = collections.deque()
+        wake = asyncio.Event()
+        wake_scheduled = [False]
+
+        def send(reply: pb.Reply | None) -> None:
+            pending.append(reply)
+            if not wake_scheduled[0]:
+                wake_scheduled[0] = True
+                try:
+                    loop.call_soon_threadsafe(wake.set)
+                except RuntimeError:  # the loop is closed: the stream is gone anyway
+                    pass
+
+        batch_command = codec.BATCH_COMMAND
+        parse = pb.Request.FromString
+
+        def handle(req: pb.Request) -> None:
+            if req.cancel:
+                self.cancel(req.request_id)
+            else:
+                self.start_request(req, send, stream=req.stream)
+
         async def pump() -> None:
             try:
                 async for req in request_iterator:
-                    if req.cancel:
-                        self.cancel(req.request_id)
+                    if req.request_id == 0 and req.command == batch_command:
+                        for raw in codec.unpack(req.payload):
+                            handle(parse(raw))
                     else:
-                        self.start_request(req, send, stream=req.stream)
+                        handle(req)
             finally:
-                out.put_nowait(None)
+                send(None)
 
+        max_item, max_items, max_bytes = codec.BATCH_MAX_ITEM_BYTES, codec.BATCH_MAX_ITEMS, codec.BATCH_MAX_BYTES
         task = asyncio.ensure_future(pump())
         try:
             while True:
-                reply = await out.get()
-                if reply is None:
+                await wake.wait()
+                wake.clear()
+                wake_scheduled[0] = False  # before draining: a later send schedules a new wake
+                finished = False
+                batch: list[pb.Reply] = []
+                size = 0
+                while pending:
+                    reply = pending.popleft()
+                    if reply is None:
+                        finished = True
+                        break
+                    n = reply.ByteSize()
+                    if n > max_item:
+                        if batch:
+                            await self._write_batch(context, batch)
+                            batch, size = [], 0
+                        await context.write(reply)
+                        continue
+                    batch.append(reply)
+                    size += n
+                    if len(batch) >= max_items or size >= max_bytes:
+                        await self._write_batch(context, batch)
+                        batch, size = [], 0
+                if batch:
+                    await self._write_batch(context, batch)
+                if finished:
                     break
-                await context.write(reply)
         finally:
             task.cancel()
+
+    @staticmethod
+    async def _write_batch(context, batch: list[pb.Reply]) -> None:  # type: ignore[no-untyped-def]
+        if len(batch) == 1:
+            await context.write(batch[0])
+        else:
+            payload = codec.pack([r.SerializeToString() for r in batch])
+            await context.write(pb.Reply(request_id=0, kind=pb.Reply.CHUNK, payload=payload))
 
     async def Execute(self, request, context):  # type: ignore[no-untyped-def]
         fut: asyncio.Future[pb.Reply] = asyncio.get_running_loop().create_future()
