@@ -9,24 +9,71 @@ pool asks a :class:`Launcher` for :class:`WorkerProcess` handles and never touch
 * Workers get their own session (``start_new_session``) so a Ctrl-C in the terminal reaches
   the manager, not every worker; the manager decides what to cancel.
 * One reaper thread waits on every worker's pidfd and reports exits at once.
+
+Two start methods (``PoolConfig.start_method``, or ``$SNAKEPIT_START_METHOD``):
+
+* ``spawn``: ``Popen([python, "-m", "snakepit.worker", ...])``; every worker imports gRPC
+  and snakepit itself (≈ 0.2 s of CPU and ≈ 20 MB USS each).
+* ``forkserver`` (opt-in; Linux with ``pidfd`` and ``SCM_RIGHTS``): one template
+  process per interpreter (the *zygote*, ``python -m snakepit.worker --zygote``) imports
+  gRPC and snakepit once, creates no thread and no gRPC object, and forks each worker on
+  request; the worker then starts its own gRPC server, exactly as a spawned one. Forking
+  costs ≈ 1 ms and the worker shares the zygote's pages (≈ 2–4 MB USS). Issue 7.
+
+  The zygote is a child of the spawner thread with ``PR_SET_PDEATHSIG``; its workers set
+  ``PR_SET_PDEATHSIG`` against the zygote and keep the manager's parent-alive pipe, so they
+  still die with the manager. The zygote reaps them and sends their exit codes over its
+  control socket (read by the reaper thread), so ``WorkerProcess`` behaves the same. It
+  exits when its last worker is gone (and at once if the manager dies). Interpreter-level
+  environment (``PYTHON*`` but ``PYTHONPATH``, ``LD_*``, ``MALLOC_*``, ``GRPC_*``) is part of
+  a zygote's identity: a pool that changes it gets a zygote of its own.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import queue
 import selectors
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 log = logging.getLogger("snakepit.launcher")
 
-__all__ = ["Launcher", "WorkerProcess", "ReadyReport", "default_launcher"]
+__all__ = ["Launcher", "WorkerProcess", "ReadyReport", "default_launcher", "START_METHODS",
+           "default_start_method"]
+
+START_METHODS = ("spawn", "forkserver")
+START_METHOD_ENV = "SNAKEPIT_START_METHOD"
+_ZYGOTE_START_TIMEOUT = 60.0
+# Environment read when an interpreter (or gRPC) starts: a zygote only serves workers that agree on it.
+_INTERPRETER_ENV_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GRPC_")
+_NOT_INTERPRETER_ENV = {"PYTHONPATH", START_METHOD_ENV}
+
+
+def forkserver_available() -> bool:
+    return (sys.platform.startswith("linux") and hasattr(socket, "send_fds") and hasattr(os, "pidfd_open")
+            and hasattr(signal, "pidfd_send_signal"))
+
+
+def default_start_method() -> str:
+    """``$SNAKEPIT_START_METHOD`` if set, else ``spawn``.
+
+    ``forkserver`` is opt-in for now: it is what reaches issue 7's start-up and memory goals
+    and it passes the test suite, but ``tests/test_chaos.py::…[thread]`` assumes the load
+    outlasts five kills, and with forked replacements it no longer does (docs/performance.md).
+    """
+    env = os.environ.get(START_METHOD_ENV)
+    if env in START_METHODS:
+        return env
+    return "spawn"
 
 
 class ReadyReport(dict):
@@ -36,9 +83,12 @@ class ReadyReport(dict):
 class WorkerProcess:
     """A started worker OS process."""
 
-    def __init__(self, popen: subprocess.Popen, ready_fd: int, stdin_fd: int | None) -> None:
+    start_method = "spawn"
+
+    def __init__(self, popen: subprocess.Popen | None, ready_fd: int, stdin_fd: int | None,
+                 pid: int | None = None) -> None:
         self.popen = popen
-        self.pid = popen.pid
+        self.pid = popen.pid if popen is not None else int(pid)  # type: ignore[arg-type]
         self._ready_fd = ready_fd
         self._ready_buf = b""
         self._stdin_fd = stdin_fd
@@ -63,7 +113,7 @@ class WorkerProcess:
                 return None
         self._close_ready()
         if not self._ready_buf:
-            code = self.popen.poll()
+            code = self.wait(0.2)
             return ReadyReport(ok=False, error=f"the worker exited before it was ready (exit code {code})")
         try:
             return ReadyReport(json.loads(self._ready_buf.decode()))
@@ -96,7 +146,7 @@ class WorkerProcess:
                 log.exception("worker exit callback failed")
 
     def is_alive(self) -> bool:
-        return self.exit_code is None and self.popen.poll() is None
+        return self.exit_code is None and self.popen is not None and self.popen.poll() is None
 
     # -- stopping -------------------------------------------------------------------
     def _close_stdin(self) -> None:
@@ -118,6 +168,7 @@ class WorkerProcess:
             pass
 
     def wait(self, timeout: float | None = None) -> int | None:
+        assert self.popen is not None
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -139,6 +190,103 @@ class WorkerProcess:
         self.signal(signal.SIGKILL)
 
 
+class ForkedWorkerProcess(WorkerProcess):
+    """A worker forked by a zygote: not our child, so its exit code comes from the zygote."""
+
+    start_method = "forkserver"
+
+    def __init__(self, pid: int, ready_fd: int, stdin_fd: int | None, zygote: "_Zygote") -> None:
+        super().__init__(None, ready_fd, stdin_fd, pid=pid)
+        self.zygote = zygote
+        self._exit_event = threading.Event()
+        try:
+            # Signals go through a pidfd: never to a recycled pid once the zygote reaped ours.
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            self._pidfd = -1
+
+    def _exited(self, code: int) -> None:
+        if self._exit_event.is_set():
+            return
+        super()._exited(code)
+        self._exit_event.set()
+        if self._pidfd >= 0:
+            try:
+                os.close(self._pidfd)
+            except OSError:
+                pass
+            self._pidfd = -1
+
+    def is_alive(self) -> bool:
+        return self.exit_code is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._exit_event.wait(timeout)
+        return self.exit_code
+
+    def signal(self, sig: int) -> None:
+        fd = self._pidfd
+        if self.exit_code is not None or fd < 0:
+            return
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except OSError:  # already gone (ESRCH) or the fd was closed meanwhile (EBADF)
+            pass
+
+
+class _Zygote:
+    """Manager side of one zygote (template) process; see the module docstring."""
+
+    def __init__(self, key: tuple, python: str, env: Mapping[str, str]) -> None:
+        self.key = key
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.popen = subprocess.Popen(
+                [python, "-m", "snakepit.worker", "--zygote", "--control-fd", str(theirs.fileno()),
+                 "--parent-pid", str(os.getpid()),
+                 # room in the argv area for a forked worker's own command line (ps, psutil)
+                 "--title-space", "_" * 1536],
+                stdin=subprocess.DEVNULL, env=dict(env), pass_fds=(theirs.fileno(),), close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.pid = self.popen.pid
+        ours.settimeout(_ZYGOTE_START_TIMEOUT)
+        try:
+            hello = ours.recv(65536)
+        except OSError as exc:
+            hello = b""
+            log.warning("zygote did not start: %s", exc)
+        ours.settimeout(None)
+        if not hello:
+            self.popen.kill()
+            self.popen.wait()
+            ours.close()
+            raise RuntimeError(f"the worker template process (zygote) did not start (exit code {self.popen.returncode})")
+        self.workers: dict[int, ForkedWorkerProcess] = {}
+        self.pending: dict[int, tuple[Future, int, int]] = {}
+        self.reserved = 0
+        self.closed = False
+        self._tags = itertools.count(1)
+        self._send_lock = threading.Lock()
+
+    def request(self, args: list[str], env: Mapping[str, str], cwd: str, ready_w: int, ready_r: int,
+                stdin_r: int, stdin_w: int) -> Future:
+        tag = next(self._tags)
+        fut: Future = Future()
+        self.pending[tag] = (fut, ready_r, stdin_w)
+        payload = json.dumps({"tag": tag, "args": args, "env": dict(env), "cwd": cwd}).encode()
+        try:
+            with self._send_lock:
+                socket.send_fds(self.sock, [payload], [ready_w, stdin_r])
+        except OSError:
+            self.pending.pop(tag, None)
+            raise
+        return fut
+
+
 class _Reaper(threading.Thread):
     """Waits on every worker's pidfd; calls its exit callbacks as soon as it exits."""
 
@@ -148,17 +296,33 @@ class _Reaper(threading.Thread):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._pending: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._polled: list[WorkerProcess] = []  # when pidfd_open is unavailable
+        self.on_zygote_idle: Callable[[_Zygote], None] = lambda z: None
 
     def watch(self, proc: WorkerProcess) -> None:
         self._pending.put(proc)
+        os.write(self._wake_w, b"x")
+
+    def watch_zygote(self, zygote: _Zygote) -> None:
+        self._pending.put(zygote)
+        os.write(self._wake_w, b"x")
+
+    def close_zygote(self, zygote: _Zygote) -> None:
+        self._pending.put(("close", zygote))
         os.write(self._wake_w, b"x")
 
     def run(self) -> None:
         while True:
             while not self._pending.empty():
                 proc = self._pending.get()
+                if isinstance(proc, _Zygote):
+                    self._selector.register(proc.sock, selectors.EVENT_READ, proc)
+                    self._zygote_readable(proc)  # messages that came before registration
+                    continue
+                if isinstance(proc, tuple):
+                    self._shut_zygote(proc[1], None)
+                    continue
                 try:
                     fd = os.pidfd_open(proc.pid)
                     self._selector.register(fd, selectors.EVENT_READ, proc)
@@ -175,6 +339,9 @@ class _Reaper(threading.Thread):
                     except BlockingIOError:
                         pass
                     continue
+                if isinstance(key.data, _Zygote):
+                    self._zygote_readable(key.data)
+                    continue
                 proc = key.data
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
@@ -183,6 +350,68 @@ class _Reaper(threading.Thread):
                 if proc.popen.poll() is not None:
                     self._polled.remove(proc)
                     proc._exited(proc.popen.returncode)
+
+    # -- zygotes (forkserver start method) -------------------------------------------
+    def _zygote_readable(self, z: _Zygote) -> None:
+        while not z.closed:
+            try:
+                msg = z.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                msg = b""
+                log.warning("zygote %s control socket failed: %s", z.pid, exc)
+            if not msg:
+                self._shut_zygote(z, "the worker template process (zygote) exited")
+                return
+            try:
+                self._zygote_message(z, json.loads(msg))
+            except Exception:
+                log.exception("bad message from zygote %s", z.pid)
+
+    def _zygote_message(self, z: _Zygote, msg: dict) -> None:
+        op = msg.get("op")
+        if op == "spawned":
+            fut, ready_r, stdin_w = z.pending.pop(msg["tag"])
+            proc = ForkedWorkerProcess(int(msg["pid"]), ready_r, stdin_w, z)
+            z.workers[proc.pid] = proc
+            fut.set_result(proc)
+        elif op == "error":
+            fut, ready_r, stdin_w = z.pending.pop(msg["tag"])
+            fut.set_exception(RuntimeError(f"the zygote could not fork a worker: {msg.get('error')}"))
+        elif op == "exit":
+            proc = z.workers.pop(int(msg["pid"]), None)
+            if proc is not None:
+                proc._exited(int(msg["code"]))
+            if not z.workers and not z.pending:
+                self.on_zygote_idle(z)
+
+    def _shut_zygote(self, z: _Zygote, error: str | None) -> None:
+        """Close a zygote (idle, or gone): its socket, its process, and what it still owed us."""
+        if z.closed:
+            return
+        z.closed = True
+        try:
+            self._selector.unregister(z.sock)
+        except (KeyError, ValueError):
+            pass
+        z.sock.close()  # the zygote sees EOF and exits
+        for tag, (fut, ready_r, stdin_w) in list(z.pending.items()):
+            for fd in (ready_r, stdin_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            fut.set_exception(RuntimeError(error or "the zygote was closed"))
+        z.pending.clear()
+        if z.workers:
+            # Without their zygote they die too (PR_SET_PDEATHSIG): report them as killed.
+            log.warning("zygote %s exited with %d live workers", z.pid, len(z.workers))
+            for proc in list(z.workers.values()):
+                proc.kill()
+                proc._exited(-signal.SIGKILL)
+            z.workers.clear()
+        self.watch(WorkerProcess(z.popen, -1, None))  # reap the zygote process itself
 
 
 class Launcher:
@@ -193,7 +422,64 @@ class Launcher:
         self._spawner = threading.Thread(target=self._spawn_loop, name="snakepit-spawner", daemon=True)
         self._spawner.start()
         self._reaper = _Reaper()
+        self._reaper.on_zygote_idle = self._zygote_idle
         self._reaper.start()
+        self._zygotes: dict[tuple, _Zygote] = {}
+        self._zygote_lock = threading.Lock()
+        self._zygote_failures: dict[tuple, str] = {}
+
+    def _zygote_idle(self, z: _Zygote) -> None:
+        """(reaper thread) The zygote's last worker exited: close it unless a spawn is under way."""
+        with self._zygote_lock:
+            if z.reserved or z.workers or z.pending or self._zygotes.get(z.key) is not z:
+                return
+            del self._zygotes[z.key]
+        self._reaper._shut_zygote(z, None)
+
+    @staticmethod
+    def _zygote_key(argv: Sequence[str], env: Mapping[str, str]) -> tuple | None:
+        if len(argv) < 3 or list(argv[1:3]) != ["-m", "snakepit.worker"]:
+            return None
+        # Only this very interpreter: a wrapper script or another environment may set
+        # variables, flags or paths that a fork of our template would not have.
+        try:
+            if not os.path.samefile(argv[0], sys.executable):
+                return None
+        except OSError:
+            return None
+        sig = tuple(sorted((k, v) for k, v in env.items()
+                           if k.startswith(_INTERPRETER_ENV_PREFIXES) and k not in _NOT_INTERPRETER_ENV))
+        return (argv[0], sig)
+
+    def _spawn_forked(self, key: tuple, argv: Sequence[str], env: Mapping[str, str], cwd: str | None,
+                      ready_r: int, ready_w: int, stdin_r: int, stdin_w: int) -> WorkerProcess:
+        """(spawner thread) Fork a worker from the zygote of ``key`` (started if needed)."""
+        with self._zygote_lock:
+            z = self._zygotes.get(key)
+            if z is not None and not z.closed:
+                z.reserved += 1
+        if z is None or z.closed:
+            z = _Zygote(key, argv[0], env)  # on this thread: its PR_SET_PDEATHSIG is tied to it
+            with self._zygote_lock:
+                self._zygotes[key] = z
+                z.reserved += 1
+            self._reaper.watch_zygote(z)
+        try:
+            fut = z.request(list(argv[3:]), env, cwd or os.getcwd(), ready_w, ready_r, stdin_r, stdin_w)
+            return fut.result(_ZYGOTE_START_TIMEOUT)
+        finally:
+            with self._zygote_lock:
+                z.reserved -= 1
+                idle = not z.reserved and not z.workers and not z.pending
+            if idle:
+                self._reaper.close_zygote(z) if self._forget_zygote(z) else None
+
+    def _forget_zygote(self, z: _Zygote) -> bool:
+        with self._zygote_lock:
+            if self._zygotes.get(z.key) is z and not z.reserved and not z.workers and not z.pending:
+                del self._zygotes[z.key]
+                return True
+        return False
 
     def _spawn_loop(self) -> None:
         while True:
@@ -210,12 +496,42 @@ class Launcher:
         *,
         env: Mapping[str, str],
         cwd: str | None,
+        start_method: str | None = None,
     ) -> WorkerProcess:
-        """Start one worker. ``argv`` gets ``--ready-fd`` and ``--parent-pid`` appended."""
+        """Start one worker. ``argv`` gets ``--ready-fd`` and ``--parent-pid`` appended.
+
+        ``start_method``: ``"spawn"``, ``"forkserver"``, or None for ``env["SNAKEPIT_START_METHOD"]``
+        then :func:`default_start_method`. ``forkserver`` falls back to ``spawn`` (with a
+        warning) when the argv is not a ``snakepit.worker`` one or the zygote cannot start.
+        """
+        method = start_method or env.get(START_METHOD_ENV) or default_start_method()
+        if method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, got {method!r}")
+        key = self._zygote_key(argv, env) if method == "forkserver" and forkserver_available() else None
 
         def spawn() -> WorkerProcess:
             ready_r, ready_w = os.pipe()
             stdin_r, stdin_w = os.pipe()
+            if key is not None and key not in self._zygote_failures:
+                full = [*argv, "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
+                try:
+                    proc = self._spawn_forked(key, full, env, cwd, ready_r, ready_w, stdin_r, stdin_w)
+                except Exception as exc:  # noqa: BLE001 - fall back to spawn, once per zygote key
+                    self._zygote_failures[key] = str(exc)
+                    log.warning("forkserver start failed (%s); starting workers with spawn", exc)
+                    for fd in (ready_r, ready_w, stdin_r, stdin_w):
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+                    ready_r, ready_w = os.pipe()
+                    stdin_r, stdin_w = os.pipe()
+                else:
+                    os.close(ready_w)
+                    os.close(stdin_r)
+                    os.set_blocking(ready_r, False)
+                    os.set_inheritable(stdin_w, False)
+                    return proc
             try:
                 full = [*argv, "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
                 popen = subprocess.Popen(
