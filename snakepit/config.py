@@ -24,6 +24,7 @@ __all__ = ["PoolConfig", "DEFAULT_ADAPTER", "PROFILES"]
 
 DEFAULT_ADAPTER = "snakepit.worker.builtin:DefaultAdapter"
 PROFILES = ("process", "thread")
+START_METHODS = ("forkserver", "spawn")
 
 DEFAULT_MAX_QUEUE_SIZE = 1000
 DEFAULT_QUEUE_TIMEOUT = 5.0
@@ -74,6 +75,17 @@ class PoolConfig:
         max_message_mb: largest argument or result payload, in MiB.
         history_interval: seconds between diagnostics samples (``None``: no background sampling).
         history_size: samples kept per pool (a ring buffer).
+        start_method: how worker processes are started: ``"forkserver"`` (fork each worker
+            from a warmed template process that imported gRPC and snakepit once: ≈ 1 ms and
+            ≈ 5 MB USS per worker), ``"spawn"`` (a fresh ``python -m snakepit.worker`` each:
+            ≈ 0.2 s of CPU and ≈ 20 MB USS), or ``None``: ``$SNAKEPIT_START_METHOD``, else
+            ``spawn``. ``forkserver`` needs Linux and the pool's own interpreter; otherwise
+            workers are spawned. See docs/performance.md.
+        pipeline_depth: requests the pool may send to a worker beyond its capacity, to wait in
+            the worker instead of in the pool's queue (0: none). Several waiting requests
+            travel in one gRPC message, which is what makes many small tasks fast; but their
+            ``request_timeout`` clock starts when they are sent. Sessions are never
+            pipelined. (Read by the pool's dispatch; see docs/performance.md.)
     """
 
     name: str = "default"
@@ -99,6 +111,8 @@ class PoolConfig:
     max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
     history_interval: float | None = 1.0
     history_size: int = 3600
+    start_method: str | None = None
+    pipeline_depth: int = 0
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -146,6 +160,9 @@ class PoolConfig:
         _check_int(self, "max_message_mb", minimum=1, maximum=2047)
         _check_number(self, "history_interval", optional=True, positive=True)
         _check_int(self, "history_size", minimum=1)
+        _check_int(self, "pipeline_depth", minimum=0, maximum=4096)
+        if self.start_method is not None and self.start_method not in START_METHODS:
+            raise ConfigError("start_method", f"must be one of {START_METHODS} or None, got {self.start_method!r}")
 
     @property
     def capacity_per_worker(self) -> int:
