@@ -38,6 +38,7 @@ QUICK = dict(
 
 ALL_PEERS = ["snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool",
              "loky", "ipyparallel", "dask"]
+EXTRA_PEERS = ["snakepit-process-spawn"]  # added by plan(), not selectable
 SLOW_PEERS = {"ipyparallel", "dask"}  # seconds per start, milliseconds per task
 
 
@@ -52,6 +53,8 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
     for peer in peers:
         if peer != "snakepit-thread":
             jobs.append((peer, "p16", {}))
+    if "snakepit-process" in peers:  # the start method's share: spawned workers, for comparison
+        jobs.append(("snakepit-process-spawn", "p16", {}))
     for peer in ("snakepit-thread", "dask"):
         if peer in peers:
             jobs.append((peer, "t2x8", {}))
@@ -65,9 +68,14 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
     return jobs
 
 
-def run_job(peer: str, group: str, params: dict[str, Any], timeout: float, workdir: str) -> dict[str, Any]:
+def run_job(peer: str, group: str, params: dict[str, Any], timeout: float, workdir: str,
+            start_method: str = "", pipeline_depth: int = 0) -> dict[str, Any]:
     out = os.path.join(workdir, f"{peer}-{group}.json".replace("/", "_"))
     env = dict(os.environ)
+    if pipeline_depth:
+        env["SNAKEPIT_BENCH_PIPELINE_DEPTH"] = str(pipeline_depth)
+    if start_method:
+        env["SNAKEPIT_START_METHOD"] = start_method
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "bench.child", "--peer", peer, "--group", group,
            "--params", json.dumps(params), "--out", out]
@@ -168,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="", help="comma-separated subset of: " + ", ".join(ALL_PEERS))
     ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, overhead")
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per job (default 240, quick 120)")
+    ap.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "default"),
+                    help="snakepit's worker start method in this run (PoolConfig.start_method)")
+    ap.add_argument("--pipeline-depth", type=int, default=0,
+                    help="PoolConfig.pipeline_depth of the snakepit pools (default 0, the pool's default)")
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else FULL)
     peers = [p for p in args.peers.split(",") if p] or ALL_PEERS
@@ -178,12 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout or (120.0 if args.quick else 240.0)
     os.makedirs(args.out, exist_ok=True)
     meta = _meta(args.quick, params)
+    meta["start_method"] = args.start_method
+    meta["pipeline_depth"] = args.pipeline_depth
     jobs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         for peer, group, extra in plan(peers, groups):
             print(f"[{time.perf_counter() - t0:6.1f}s] {peer:22s} {group:8s} ...", end=" ", flush=True)
-            res = run_job(peer, group, {**params, **extra}, timeout, workdir)
+            res = run_job(peer, group, {**params, **extra}, timeout, workdir,
+                          "" if args.start_method == "default" else args.start_method, args.pipeline_depth)
             status = "ok" if res.get("ok") else f"FAILED ({res.get('error')})"
             clean = "" if res["cleanup_ok"] else f" LEFTOVER {res['leftover_pids']}"
             print(f"{res['wall_s']:.1f}s {status}{clean}", flush=True)

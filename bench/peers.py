@@ -59,12 +59,16 @@ class Peer:
 
 
 class SnakepitPeer(Peer):
-    def __init__(self, profile: str) -> None:
+    def __init__(self, profile: str, start_method: str | None = None) -> None:
         self.profile = profile
-        self.name = f"snakepit-{profile}"
+        self.name = f"snakepit-{profile}" + (f"-{start_method}" if start_method else "")
         self.kind = profile
         self.pool: Any = None
         self.map_note = "default chunking: ceil(n / (4 x capacity))"
+        # The pool reads $SNAKEPIT_START_METHOD (its config key is the same setting); the
+        # orchestrator sets it for every snakepit job (--start-method), a peer may override.
+        if start_method:
+            os.environ["SNAKEPIT_START_METHOD"] = start_method
 
     def start(self, workers: int, threads: int = 1, **options: Any) -> None:
         import snakepit
@@ -78,6 +82,9 @@ class SnakepitPeer(Peer):
         )
         if self.profile == "thread":
             opts["threads_per_worker"] = threads
+        depth = int(os.environ.get("SNAKEPIT_BENCH_PIPELINE_DEPTH", "0") or 0)
+        if depth:
+            opts["pipeline_depth"] = depth  # PoolConfig.pipeline_depth (issue 7)
         opts.update(options)
         self.pool = snakepit.start_pool(f"bench-{self.profile}-{os.getpid()}", **opts)
 
@@ -209,6 +216,7 @@ class DaskPeer(Peer):
 PEERS: dict[str, Callable[[], Peer]] = {
     "snakepit-process": lambda: SnakepitPeer("process"),
     "snakepit-thread": lambda: SnakepitPeer("thread"),
+    "snakepit-process-spawn": lambda: SnakepitPeer("process", start_method="spawn"),
     "ProcessPoolExecutor": ProcessPoolPeer,
     "multiprocessing.Pool": MultiprocessingPeer,
     "loky": LokyPeer,

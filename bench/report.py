@@ -129,14 +129,15 @@ def _fmt(fmt: str, v: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     meta, summary = doc["meta"], doc["summary"]
-    peers = [p for p in ["snakepit-process", "snakepit-thread", BASE, "multiprocessing.Pool", "loky",
-                         "ipyparallel", "dask"] if p in summary["peers"]]
+    peers = [p for p in ["snakepit-process", "snakepit-process-spawn", "snakepit-thread", BASE,
+                         "multiprocessing.Pool", "loky", "ipyparallel", "dask"] if p in summary["peers"]]
     base = summary["peers"].get(BASE, {})
     lines = [
         f"## Benchmark results ({'quick' if meta.get('quick') else 'full'} run)",
         "",
         f"{meta['date']} · {meta['machine']} · Python {meta['python']} · commit {meta.get('commit') or '?'}"
-        f" · snakepit start method {meta.get('start_method')} · run took {meta.get('total_s', 0):.0f} s",
+        f" · snakepit start_method={meta.get('start_method')}, pipeline_depth={meta.get('pipeline_depth', 0)}"
+        f" · run took {meta.get('total_s', 0):.0f} s",
         "",
         "Each cell: value (ratio to ProcessPoolExecutor). Times: lower is better; tasks/s: higher "
         "is better. Shared, noisy 2-core box: read the ratios, not the absolute numbers.",
@@ -161,6 +162,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "map: " + "; ".join(notes) + "."]
     if partial:
         lines += ["", "Time-bounded (rate measured on fewer tasks): " + "; ".join(partial) + "."]
+    if "snakepit-process-spawn" in peers:
+        lines += ["", "snakepit-process-spawn: the same pool with start_method=\"spawn\" (the default), "
+                  "for the start-up and memory rows."]
     lines += ["", "100-worker rows skip ipyparallel and Dask (a 16-worker start already takes them "
               "10–20 s here; 100 would not fit the run's time bound)."]
     if summary["gil"]:
