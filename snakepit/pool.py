@@ -394,7 +394,7 @@ class Pool:
         ]
         if self._options_file:
             argv += ["--options-file", self._options_file]
-        worker.process = self._launcher.start(argv, env=self._env, cwd=cfg.cwd)
+        worker.process = self._launcher.start(argv, env=self._env, cwd=cfg.cwd, start_method=cfg.start_method)
         worker.started_mono = time.monotonic()
         worker.started_wall = time.time()
 
@@ -528,6 +528,9 @@ class Pool:
             # The session's worker is gone (or retiring): it moves.
             session._unbind("worker gone" if bound is None or bound.gone else (bound.recycle_reason or "recycled"))
         best: _Worker | None = None
+        # Pipelining (opt-in): a worker may hold `pipeline_depth` requests beyond its capacity,
+        # waiting in the worker (several travel in one message) rather than in our queue.
+        limit = self._capacity + (self.config.pipeline_depth if session is None else 0)
         workers = list(self._workers.values())
         n = len(workers)
         if not n:
@@ -535,7 +538,7 @@ class Pool:
         start = self._rr % n
         for i in range(n):
             w = workers[(start + i) % n]
-            if w.accepting and w.load < w.capacity and (best is None or w.load < best.load):
+            if w.accepting and w.load < limit and (best is None or w.load < best.load):
                 best = w
                 if w.load == 0:
                     break
@@ -642,7 +645,8 @@ class Pool:
         if not self._queue or not worker.accepting:
             return out
         kept: list[_Call] = []
-        while self._queue and worker.load < worker.capacity:
+        depth = self.config.pipeline_depth
+        while self._queue and worker.load < worker.capacity + (depth if self._queue[0].session is None else 0):
             call = self._queue.popleft()
             if call.done or (call.future is not None and call.future.cancelled()):
                 continue

@@ -96,3 +96,20 @@ def test_request_executed_for_immediate_queued_and_streamed(events):
         assert all(m["duration_us"] > 0 and md["pool"] == "t-tel" and md["worker_id"] for m, md in seen)
     finally:
         snakepit.shutdown()
+
+
+def test_pipelining_is_opt_in_and_correct(wait_until):
+    pool = snakepit.start_pool("t-pipe", pool_size=1, pipeline_depth=8, queue_timeout=30)
+    try:
+        blocker = pool.submit_command("sleep", {"seconds": 0.5})
+        futures = [pool.submit_command("echo", {"i": i}) for i in range(50)]
+        # Up to capacity + depth requests wait in the worker; the rest in the pool's queue.
+        assert wait_until(lambda: pool.list_workers()[0].load == 9, 5)
+        assert pool.queue_depth() == 50 - 8
+        assert [f.result(30)["i"] for f in futures] == list(range(50))
+        blocker.result(10)
+        with pool.session("no-pipelining") as s:
+            assert s.execute("echo", {"ok": 1}) == {"ok": 1}
+    finally:
+        snakepit.shutdown()
+    assert snakepit.PoolConfig().pipeline_depth == 0
