@@ -343,19 +343,19 @@ class Pool:
         self._env = self.profile.environment(config, dict(os.environ))
         self._env["PYTHONPATH"] = _worker_pythonpath(self._env.get("PYTHONPATH"))
         self.lifecycle: Any = None
+        self.history: Any = None
         try:
             self._start_initial_workers()
-        except BaseException:
+            self.lifecycle = LifecycleMonitor(self)
+            self.lifecycle.start()
+            if config.history_interval:
+                from .diagnostics.history import HistorySampler  # noqa: PLC0415 - keeps pandas out of import
+
+                self.history = HistorySampler(self)
+                self.history.start()
+        except BaseException:  # includes Ctrl-C during start-up: leave nothing running
             self._teardown(grace=0.5)
             raise
-        self.lifecycle = LifecycleMonitor(self)
-        self.lifecycle.start()
-        self.history: Any = None
-        if config.history_interval:
-            from .diagnostics.history import HistorySampler  # noqa: PLC0415 - keeps pandas out of import
-
-            self.history = HistorySampler(self)
-            self.history.start()
 
     # ------------------------------------------------------------------ start-up
     def _write_adapter_options(self) -> str:
@@ -411,20 +411,22 @@ class Pool:
 
     def _start_initial_workers(self) -> None:
         workers = [self._new_worker() for _ in range(int(self.config.pool_size or 1))]
-        for worker in workers:
-            self._launch(worker)
-        procs = [w.process for w in workers]
-        reports = Launcher.wait_ready(procs, self.config.startup_timeout)  # type: ignore[arg-type]
-        failed = [(w, reports[w.process]) for w in workers if not reports[w.process].get("ok")]
-        if failed:
+        try:
+            for worker in workers:
+                self._launch(worker)
+            procs = [w.process for w in workers]
+            reports = Launcher.wait_ready(procs, self.config.startup_timeout)  # type: ignore[arg-type]
+            failed = [(w, reports[w.process]) for w in workers if not reports[w.process].get("ok")]
+            if failed:
+                self._raise_start_error(failed[0][1])
+        except BaseException:
             for worker in workers:
                 if worker.process is not None:
                     worker.process.kill()
             for worker in workers:
                 if worker.process is not None:
                     worker.process.wait(5.0)
-            worker, report = failed[0]
-            self._raise_start_error(report)
+            raise
         with self._lock:
             for worker in workers:
                 self._workers[worker.worker_id] = worker

@@ -108,3 +108,27 @@ def test_terminal_ctrl_c_reaches_the_manager_not_the_workers():
         proc.kill()
         proc.wait(10)
     assert not _gone_within(pids, 3.0)
+
+
+def test_ctrl_c_during_start_pool_leaves_nothing_running():
+    """An interrupt while workers start (the notebook's stop button) stops them and every thread."""
+    import snakepit
+
+    before = {t.name for t in __import__("threading").enumerate()}
+    timer = __import__("threading").Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        snakepit.start_pool("t-interrupted", pool_size=4, startup_timeout=30)
+        time.sleep(5)  # the interrupt lands during start-up or here
+    except KeyboardInterrupt:
+        pass
+    timer.join()
+    snakepit.shutdown()
+    me = psutil.Process()
+    end = time.monotonic() + 5
+    while time.monotonic() < end and any("snakepit.worker" in " ".join(c.cmdline()) for c in me.children(True)):
+        time.sleep(0.05)
+    assert not [c.pid for c in me.children(True) if "snakepit.worker" in " ".join(c.cmdline())]
+    assert "t-interrupted" not in {p.name for p in snakepit.list_pools()}
+    extra = {t.name for t in __import__("threading").enumerate()} - before
+    assert not {n for n in extra if n.startswith("snakepit-") and n not in ("snakepit-spawner", "snakepit-reaper")}
