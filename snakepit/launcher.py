@@ -558,7 +558,13 @@ class Launcher:
 
         fut: Future[WorkerProcess] = Future()
         self._requests.put((spawn, fut))
-        return fut.result()
+        try:
+            return fut.result()
+        except BaseException:
+            # Interrupted (Ctrl-C) while the spawner thread starts the worker: nobody will own
+            # that process, so stop it as soon as it exists instead of leaking it.
+            fut.add_done_callback(_kill_orphaned_start)
+            raise
 
     @staticmethod
     def wait_ready(procs: Sequence[WorkerProcess], timeout: float) -> dict[WorkerProcess, ReadyReport]:
@@ -583,6 +589,14 @@ class Launcher:
         for proc in procs:
             reports.setdefault(proc, ReadyReport(ok=False, error=f"not ready within {timeout:.3g}s (startup_timeout)"))
         return reports
+
+
+def _kill_orphaned_start(fut: "Future[WorkerProcess]") -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    proc = fut.result()
+    proc.kill()
+    proc.request_exit()
 
 
 _default: Launcher | None = None
