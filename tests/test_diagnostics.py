@@ -12,25 +12,12 @@ import time
 import pytest
 
 import snakepit
+from diag_workloads import _allocate, _cancel, _sleepers
 from snakepit import PoolNotFoundError
 from snakepit import diagnostics as dx
 from snakepit.diagnostics import reports
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "diagnostics.md")
-
-
-def _sleepers(pool, n, seconds=8.0):
-    return [pool.submit_command("sleep", {"seconds": seconds}) for _ in range(n)]
-
-
-def _cancel(futures):
-    for f in futures:
-        f.cancel()
-
-
-def _allocate(session, mb):
-    """Keep ``mb`` MiB of touched memory alive in the session's worker (pages written, so resident)."""
-    session.run_code(f"import builtins\nbuiltins.__dict__.setdefault('_keep', []).append(b'\\x01' * ({mb} * 2**20))")
 
 
 # ---------------------------------------------------------------------------------- levels

@@ -7,21 +7,9 @@ import time
 import pytest
 
 import snakepit
+from diag_workloads import _allocate, _cancel, _sleepers
 from snakepit import PoolSaturatedError
 from snakepit import diagnostics as dx
-
-
-def _sleepers(pool, n, seconds=8.0):
-    return [pool.submit_command("sleep", {"seconds": seconds}) for _ in range(n)]
-
-
-def _cancel(futures):
-    for f in futures:
-        f.cancel()
-
-
-def _allocate(session, mb):
-    session.run_code(f"import builtins\nbuiltins.__dict__.setdefault('_keep', []).append(b'\\x01' * ({mb} * 2**20))")
 
 
 def _spin(seconds):

@@ -59,6 +59,22 @@ def _fields(obj: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- workers
+class _PerWorkerReport:
+    """``to_dict``/``to_frame`` shared by the reports that carry one row per worker in ``workers``."""
+
+    COLUMNS: tuple[str, ...] = ()
+    workers: tuple = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "workers"}
+        out["workers"] = [w.to_dict() for w in self.workers]
+        return out
+
+    def to_frame(self) -> "pd.DataFrame":
+        """One row per worker; columns: the class's ``COLUMNS``."""
+        return _frame([_fields(w, self.COLUMNS) for w in self.workers], self.COLUMNS)
+
+
 @dataclass(frozen=True)
 class WorkerStats:
     """One worker as the inspector sees it: the pool's bookkeeping, its real process, its own figures.
@@ -141,14 +157,8 @@ class PoolStats:
 
     COLUMNS = WorkerStats.COLUMNS
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "workers"}
-        out["workers"] = [w.to_dict() for w in self.workers]
-        return out
-
-    def to_frame(self) -> "pd.DataFrame":
-        """One row per worker; columns: :attr:`WorkerStats.COLUMNS`."""
-        return _frame([_fields(w, self.COLUMNS) for w in self.workers], self.COLUMNS)
+    to_dict = _PerWorkerReport.to_dict
+    to_frame = _PerWorkerReport.to_frame
 
 
 @dataclass(frozen=True)
@@ -308,14 +318,8 @@ class MemoryStats:
 
     COLUMNS = WorkerMemory.COLUMNS
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "workers"}
-        out["workers"] = [w.to_dict() for w in self.workers]
-        return out
-
-    def to_frame(self) -> "pd.DataFrame":
-        """One row per worker; columns :attr:`WorkerMemory.COLUMNS`."""
-        return _frame([_fields(w, self.COLUMNS) for w in self.workers], self.COLUMNS)
+    to_dict = _PerWorkerReport.to_dict
+    to_frame = _PerWorkerReport.to_frame
 
     def by_worker(self) -> dict[str, WorkerMemory]:
         return {w.worker_id: w for w in self.workers}
