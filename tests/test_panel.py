@@ -7,6 +7,7 @@ import time
 import pytest
 
 import snakepit
+from conftest import _wait_until
 from snakepit_nb import Panel
 from snakepit_nb._diag import LEVEL_COLOURS
 
@@ -23,12 +24,7 @@ def pool():
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    return _wait_until(predicate, timeout, interval)
 
 
 def test_widgets_follow_the_pool_under_load(pool):
