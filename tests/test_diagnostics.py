@@ -330,3 +330,17 @@ def test_docstring_examples_run():
         for test in doctest.DocTestFinder().find(fn):
             runner.run(test)
         assert runner.failures == 0 and runner.tries > 0, fn.__name__
+
+
+def test_history_reads_like_its_frame():
+    pool = snakepit.start_pool("t-hist-frame", pool_size=1, history_interval=0.1)
+    try:
+        deadline = time.monotonic() + 10
+        while len(dx.get_history(pool)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        history = dx.get_history(pool)
+        assert not history.empty and len(history) >= 3
+        assert "utilization_percent" in history.columns
+        assert list(history["utilization_percent"]) == list(history.to_frame()["utilization_percent"])
+    finally:
+        snakepit.shutdown()

@@ -472,6 +472,19 @@ class History:
     def __len__(self) -> int:
         return len(self.samples)
 
+    # A little of the DataFrame surface, for code that treats the history as its frame.
+    def __getitem__(self, key: Any) -> Any:
+        """``history["utilization_percent"]`` is ``history.to_frame()["utilization_percent"]``."""
+        return self.to_frame()[key]
+
+    @property
+    def columns(self) -> "pd.Index":
+        return self.to_frame().columns
+
+    @property
+    def empty(self) -> bool:
+        return not self.samples
+
     def worker_rows(self) -> list[dict[str, Any]]:
         """Per-worker rows (``time`` as epoch seconds); ``cpu_percent`` from consecutive samples."""
         from .history import iter_workers  # noqa: PLC0415
