@@ -1296,9 +1296,7 @@ class Pool:
                 w.conn.close()
             if w.process is not None:
                 w.process.request_exit()
-        for w in workers:
-            if w.process is not None:
-                w.process.stop(grace)
+        _stop_processes([w.process for w in workers if w.process is not None], grace)
         for thread in list(self._starter_threads):
             thread.join(timeout=self.config.startup_timeout + 1)
         self._timer.stop()
@@ -1529,3 +1527,30 @@ def _worker_pythonpath(existing: str | None) -> str:
             continue
         paths.append(entry)
     return os.pathsep.join(paths)
+
+
+def _stop_processes(procs: list[WorkerProcess], grace: float) -> None:
+    """Stop worker processes together: pipe closed (already), then SIGTERM, then SIGKILL.
+
+    One shared deadline per step, so stopping N workers takes as long as stopping one.
+    """
+    import signal
+
+    for proc in procs:
+        proc.request_exit()
+    steps = ((grace / 2, None), (grace / 2, signal.SIGTERM), (5.0, signal.SIGKILL))
+    alive = list(procs)
+    for budget, sig in steps:
+        if sig is not None:
+            for proc in alive:
+                proc.signal(sig)
+        deadline = time.monotonic() + budget
+        still = []
+        for proc in alive:
+            if proc.wait(max(0.0, deadline - time.monotonic())) is None:
+                still.append(proc)
+        alive = still
+        if not alive:
+            return
+    if alive:
+        log.warning("workers did not exit: %s", [p.pid for p in alive])
