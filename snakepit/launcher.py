@@ -605,7 +605,6 @@ _default_lock = threading.Lock()
 
 def default_launcher() -> Launcher:
     """The process-wide launcher (its threads live as long as the process)."""
-    global _default
     with _default_lock:
         if _default is None or _default_pid != os.getpid():
             _set_default(Launcher())

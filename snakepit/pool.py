@@ -32,8 +32,8 @@ import time
 import weakref
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
-from dataclasses import dataclass, field
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import runtime, telemetry

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import jinja2
 
-from ._diag import LEVEL_ICONS, SEVERITY_COLOURS, PoolSnapshot, level_colour, level_of
+from ._diag import LEVEL_ICONS, SEVERITY_COLOURS, PoolSnapshot, level_colour
 
 __all__ = ["render_html", "render_json", "render_text", "fmt_duration", "fmt_mb"]
 
