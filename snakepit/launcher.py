@@ -67,8 +67,8 @@ def default_start_method() -> str:
     """``$SNAKEPIT_START_METHOD`` if set, else ``spawn``.
 
     ``forkserver`` is opt-in for now: it is what reaches issue 7's start-up and memory goals
-    and it passes the test suite, but ``tests/test_chaos.py::…[thread]`` assumes the load
-    outlasts five kills, and with forked replacements it no longer does (docs/performance.md).
+    and it passes the test suite, but it has not had a soak under load yet
+    (docs/performance.md).
     """
     env = os.environ.get(START_METHOD_ENV)
     if env in START_METHODS:
