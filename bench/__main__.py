@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from . import report
+from .child import _alive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -127,14 +128,6 @@ def run_job(peer: str, group: str, params: dict[str, Any], timeout: float, workd
     result["cleanup_ok"] = not leftovers
     result.pop("descendants_seen", None)
     return result
-
-
-def _alive(pid: int, create_time: float) -> bool:
-    try:
-        p = psutil.Process(pid)
-        return abs(p.create_time() - create_time) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _meta(quick: bool, params: dict[str, Any]) -> dict[str, Any]:
