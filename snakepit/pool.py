@@ -206,9 +206,8 @@ class _Call:
 class _Worker:
     """The pool's record of one worker process."""
 
-    def __init__(self, worker_id: str, seq: int, capacity: int, socket_path: str) -> None:
+    def __init__(self, worker_id: str, capacity: int, socket_path: str) -> None:
         self.worker_id = worker_id
-        self.seq = seq
         self.capacity = capacity
         self.socket_path = socket_path
         self.process: WorkerProcess | None = None
@@ -223,7 +222,6 @@ class _Worker:
         self.last_heartbeat: float | None = None
         self.missed_heartbeats = 0
         self.recycle_reason: str | None = None
-        self.recycle_started: float | None = None
         self.max_requests: int | None = None  # with jitter applied
         self.ttl: float | None = None  # with jitter applied
         self.exit_code: int | None = None
@@ -372,7 +370,7 @@ class Pool:
 
     def _new_worker(self) -> _Worker:
         seq = next(self._worker_seq)
-        worker = _Worker(f"{self.name}-w{seq}", seq, self._capacity, runtime.new_socket_path())
+        worker = _Worker(f"{self.name}-w{seq}", self._capacity, runtime.new_socket_path())
         cfg = self.config
         if cfg.worker_max_requests:
             spread = int(cfg.worker_max_requests * cfg.recycle_jitter)
@@ -892,7 +890,6 @@ class Pool:
             return False
         worker.status = RECYCLING
         worker.recycle_reason = reason
-        worker.recycle_started = time.monotonic()
         self._timer.call_later(self.config.recycle_grace, lambda: self._recycle_grace_expired(worker))
         return True
 
