@@ -50,6 +50,7 @@ from concurrent import futures
 from typing import Any, Iterable, Mapping
 
 from . import runtime
+from .signals import signals_blocked
 
 log = logging.getLogger("snakepit.admin")
 
@@ -552,7 +553,8 @@ def _start_endpoint() -> Endpoint:
     # The socket's directory is private (0700) from the start; the socket itself is made 0600
     # too (no process-wide umask change: other threads may be creating files right now).
     server.add_insecure_port(address)
-    server.start()
+    with signals_blocked():  # gRPC's serving threads must leave Ctrl-C to the main thread
+        server.start()
     try:
         os.chmod(socket_path, 0o600)
     except OSError:

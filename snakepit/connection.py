@@ -16,6 +16,7 @@ from typing import Callable
 
 import grpc
 
+from .signals import signals_blocked
 from .protocol import codec
 from .protocol import worker_pb2 as pb
 from .protocol import worker_pb2_grpc as pb_grpc
@@ -43,15 +44,18 @@ class WorkerConnection:
             ("grpc.enable_retries", 0),
             ("grpc.use_local_subchannel_pool", 1),
         ]
-        self.channel = grpc.insecure_channel(f"unix://{socket_path}", options=options)
-        self.stub = pb_grpc.WorkerStub(self.channel)
         self._outbox: queue.SimpleQueue[pb.Request | None] = queue.SimpleQueue()
         self._on_reply = on_reply
         self._on_broken = on_broken
         self._closed = False
-        self._call = self.stub.Dispatch(self._requests())
-        self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
-        self._reader.start()
+        # gRPC starts its threads (channel spin, request consumer) from this thread: they
+        # inherit the blocked mask, so Ctrl-C keeps reaching the main thread.
+        with signals_blocked():
+            self.channel = grpc.insecure_channel(f"unix://{socket_path}", options=options)
+            self.stub = pb_grpc.WorkerStub(self.channel)
+            self._call = self.stub.Dispatch(self._requests())
+            self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
+            self._reader.start()
 
     def send(self, request: pb.Request) -> None:
         """Queue a request on the stream (never blocks)."""

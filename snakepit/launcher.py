@@ -45,6 +45,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Mapping, Sequence
 
+from .signals import start_thread
+
 log = logging.getLogger("snakepit.launcher")
 
 __all__ = ["Launcher", "WorkerProcess", "ReadyReport", "default_launcher", "START_METHODS",
@@ -420,10 +422,10 @@ class Launcher:
     def __init__(self) -> None:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._spawner = threading.Thread(target=self._spawn_loop, name="snakepit-spawner", daemon=True)
-        self._spawner.start()
+        start_thread(self._spawner)
         self._reaper = _Reaper()
         self._reaper.on_zygote_idle = self._zygote_idle
-        self._reaper.start()
+        start_thread(self._reaper)
         self._zygotes: dict[tuple, _Zygote] = {}
         self._zygote_lock = threading.Lock()
         self._zygote_failures: dict[tuple, str] = {}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable
 import grpc
 
 from . import telemetry
+from .signals import start_thread
 from .protocol import worker_pb2 as pb
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class LifecycleMonitor:
         self._last_ping: dict[str, float] = {}
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread)
 
     def stop(self) -> None:
         self._stop.set()

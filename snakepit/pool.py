@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import runtime, telemetry
+from .signals import start_thread
 from .config import PoolConfig
 from .connection import WorkerConnection
 from .errors import (
@@ -260,7 +261,7 @@ class _Timer:
         self._seq = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"snakepit-{name}-timer", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> _TimerHandle:
         handle = _TimerHandle()
@@ -509,7 +510,7 @@ class Pool:
 
         thread = threading.Thread(target=run, name=f"snakepit-{self.name}-starter", daemon=True)
         self._starter_threads.add(thread)
-        thread.start()
+        start_thread(thread)
 
     # ------------------------------------------------------------------ dispatch
     def _check_open(self) -> None:
@@ -852,7 +853,7 @@ class Pool:
                 {"pool": self.name, "worker_id": worker.worker_id, "command": call.command, "success": False},
             )
         if worker.conn is not None:
-            threading.Thread(target=worker.conn.close, name="snakepit-conn-close", daemon=True).start()
+            start_thread(threading.Thread(target=worker.conn.close, name="snakepit-conn-close", daemon=True))
         if expected:
             return
         if not retiring:
@@ -956,7 +957,7 @@ class Pool:
         if worker.conn is not None:
             worker.conn.close()
         if worker.process is not None:
-            threading.Thread(target=worker.process.stop, args=(2.0,), name="snakepit-stop", daemon=True).start()
+            start_thread(threading.Thread(target=worker.process.stop, args=(2.0,), name="snakepit-stop", daemon=True))
         self._record_recycle(worker, reason, memory_mb)
 
     def _record_recycle(self, worker: _Worker, reason: str, memory_mb: float | None = None) -> None:

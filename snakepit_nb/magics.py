@@ -31,6 +31,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 import snakepit
+from snakepit.signals import start_thread
 
 from . import _diag, _render
 
@@ -484,7 +485,7 @@ class SnakepitMagics(Magics):
         threads = [threading.Thread(target=run, args=(wid,), name=f"snakepit-nb-run-{wid}", daemon=True)
                    for wid in workers]
         for t in threads:
-            t.start()
+            start_thread(t)
         writer = _LineWriter(prefix=lambda label: f"[{label}] ")
         results: dict[str, Any] = {}
         errors: dict[str, BaseException] = {}

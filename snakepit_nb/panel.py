@@ -28,6 +28,7 @@ import weakref
 from typing import Any
 
 import snakepit
+from snakepit.signals import start_thread
 
 from . import _diag, _render
 
@@ -321,7 +322,7 @@ class Panel:
                 return
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"snakepit-panel-{self._id}", daemon=True)
-            self._thread.start()
+            start_thread(self._thread)
 
     def pause(self) -> None:
         """Stop refreshing (the thread stays, idle) until :meth:`resume`."""

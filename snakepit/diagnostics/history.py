@@ -33,6 +33,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..signals import start_thread
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..pool import Pool
 
@@ -131,7 +133,7 @@ class HistorySampler:
         self._memory_every = 1
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread)
 
     def stop(self) -> None:
         self._stop.set()

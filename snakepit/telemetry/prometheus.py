@@ -53,6 +53,8 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from ..signals import start_thread
+
 from . import (
     POOL_CAPACITY_REACHED,
     POOL_SATURATED,
@@ -288,7 +290,7 @@ class Exporter:
         self.port: int = int(self._httpd.server_port)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="snakepit-prometheus", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
         self._stopped = False
 
     @property

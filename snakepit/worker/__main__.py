@@ -233,6 +233,11 @@ def _report(fd: int, payload: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The manager's spawner thread blocks Ctrl-C/SIGTERM (see snakepit.signals); the mask is
+    # inherited across exec, and this process needs them (cancellation uses SIGINT).
+    from ..signals import unblock_main_thread_signals
+
+    unblock_main_thread_signals()
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--zygote"]:
