@@ -25,7 +25,10 @@ elif ending == "exit":
     sys.exit(0)                     # no shutdown(): atexit must clean up
 else:
     pool.submit_command("sleep", {"seconds": 60})   # busy workers too
-    time.sleep(60)                  # waits for SIGKILL / SIGINT / SIGTERM
+    # Wait for SIGKILL / SIGINT / SIGTERM. Short sleeps: CPython can miss a signal that lands
+    # between its last check and the start of a sleep, until that sleep ends.
+    for _ in range(600):
+        time.sleep(0.1)
 """
 
 
