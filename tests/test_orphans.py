@@ -135,3 +135,33 @@ def test_ctrl_c_during_start_pool_leaves_nothing_running():
     assert "t-interrupted" not in {p.name for p in snakepit.list_pools()}
     extra = {t.name for t in __import__("threading").enumerate()} - before
     assert not {n for n in extra if n.startswith("snakepit-") and n not in ("snakepit-spawner", "snakepit-reaper")}
+
+
+def test_only_the_main_thread_takes_ctrl_c():
+    """Linux gives a process-directed SIGINT to any thread that does not block it; if a pool or
+    gRPC thread took it, a main thread asleep in a system call would not see Ctrl-C."""
+    import glob
+    import threading
+
+    import snakepit
+
+    pool = snakepit.start_pool("t-sigmask", pool_size=1)
+    try:
+        pool.execute("ping")
+        main_tid = threading.main_thread().native_id
+        sigint_bit = 1 << (signal.SIGINT - 1)
+        takers = []
+        for task in glob.glob("/proc/self/task/*"):
+            tid = int(task.rsplit("/", 1)[1])
+            fields = dict(line.split(":\t", 1) for line in open(f"{task}/status").read().splitlines() if ":\t" in line)
+            blocked = int(fields["SigBlk"], 16) & sigint_bit
+            if tid != main_tid and not blocked and fields["Name"].strip() != "pytest-timeout":
+                takers.append((tid, fields["Name"].strip()))
+        # pytest's own helper threads (if any) are not ours; every snakepit/gRPC thread must block it.
+        ours = {t.native_id for t in threading.enumerate() if t.name.startswith("snakepit")}
+        assert not [t for t in takers if t[0] in ours or t[1] in ("grpc_global_tim", "event_engine", "lifeguard")], takers
+        worker_status = open(f"/proc/{pool.list_workers()[0].pid}/status").read()
+        worker_blk = int(next(l for l in worker_status.splitlines() if l.startswith("SigBlk")).split()[1], 16)
+        assert not worker_blk & sigint_bit, "workers must receive SIGINT (cancellation uses it)"
+    finally:
+        snakepit.shutdown()
