@@ -81,11 +81,14 @@ class PoolConfig:
             ≈ 0.2 s of CPU and ≈ 20 MB USS), or ``None``: ``$SNAKEPIT_START_METHOD``, else
             ``spawn``. ``forkserver`` needs Linux and the pool's own interpreter; otherwise
             workers are spawned. See docs/performance.md.
-        pipeline_depth: requests the pool may send to a worker beyond its capacity, to wait in
-            the worker instead of in the pool's queue (0: none). Several waiting requests
-            travel in one gRPC message, which is what makes many small tasks fast; but their
-            ``request_timeout`` clock starts when they are sent. Sessions are never
-            pipelined. (Read by the pool's dispatch; see docs/performance.md.)
+        pipeline_depth: how many requests the pool may send ahead to a busy worker, to wait
+            *there* rather than in the pool's queue, so that the worker starts the next one
+            without a round trip and requests sent together travel in one gRPC message. They
+            still count as queued (``max_queue_size``, ``queue_timeout``, queue depth) until
+            they start, and ``load`` never exceeds capacity. ``None`` (default): automatic —
+            only calls the pool has seen finish in under 2 ms, as many as make ≈ 4 ms of
+            waiting work (at most 64); ``0``: never; ``N``: up to N, whatever the calls.
+            Sessions and streams are never pipelined. See docs/performance.md.
     """
 
     name: str = "default"
@@ -112,7 +115,7 @@ class PoolConfig:
     history_interval: float | None = 1.0
     history_size: int = 3600
     start_method: str | None = None
-    pipeline_depth: int = 0
+    pipeline_depth: int | None = None
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -160,7 +163,7 @@ class PoolConfig:
         _check_int(self, "max_message_mb", minimum=1, maximum=2047)
         _check_number(self, "history_interval", optional=True, positive=True)
         _check_int(self, "history_size", minimum=1)
-        _check_int(self, "pipeline_depth", minimum=0, maximum=4096)
+        _check_int(self, "pipeline_depth", minimum=0, maximum=4096, optional=True)
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {START_METHODS} or None, got {self.start_method!r}")
 

@@ -72,6 +72,12 @@ RECYCLING = "recycling"
 UNHEALTHY = "unhealthy"
 STOPPED = "stopped"
 
+# Every counter statistics() reports (always present, from 0).
+COUNTERS = (
+    "requests", "queued", "completed", "failed", "saturated", "queue_timeouts", "request_timeouts",
+    "cancelled", "crashes", "unhealthy", "recycled", "workers_started", "start_failures",
+)
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
@@ -90,6 +96,9 @@ class WorkerInfo:
     sessions: int
     last_heartbeat: float | None
     recycle_reason: str | None = None
+    pipelined: int = 0
+    """Requests sent ahead to this worker that wait there behind its running ones (counted in
+    the pool's queue depth, not in ``load``; see ``PoolConfig.pipeline_depth``)."""
 
 
 @dataclass
@@ -158,7 +167,7 @@ class _Call:
     __slots__ = (
         "request_id", "command", "payload", "session", "future", "chunks", "worker",
         "queued_at", "started_at", "deadline", "timeout", "stream", "pool_ref", "done",
-        "queue_timer", "request_timer", "cancel_sent",
+        "queue_timer", "request_timer", "cancel_sent", "key", "waiting",
     )
 
     def __init__(self, pool: "Pool", request_id: int, command: str, payload: bytes,
@@ -182,6 +191,8 @@ class _Call:
         self.queue_timer: _TimerHandle | None = None
         self.request_timer: _TimerHandle | None = None
         self.cancel_sent = False
+        self.key: Any = command  # what the pool learns durations by (see Pool._pipeline_limit)
+        self.waiting = False  # pipelined: sent to its worker, waiting there behind running ones
 
     def pool_ref_cancel_queued(self) -> None:
         pool = self.pool_ref()
@@ -199,7 +210,8 @@ class _Call:
             command=self.command,
             payload=self.payload,
             session_id=self.session.session_id if self.session else "",
-            timeout_s=max(0.0, self.deadline - time.monotonic()) if self.deadline else 0.0,
+            timeout_s=(max(0.0, self.deadline - time.monotonic()) if self.deadline
+                       else (self.timeout or 0.0)),
             stream=self.stream,
         )
 
@@ -216,6 +228,9 @@ class _Worker:
         self.status = STARTING
         self.load = 0
         self.in_flight: dict[int, _Call] = {}
+        # Pipelined calls, in the order sent: the worker runs requests FIFO, so when one of its
+        # running requests finishes, the oldest waiting one is the one that starts.
+        self.waiting: collections.deque[_Call] = collections.deque()
         self.requests_served = 0
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
@@ -328,12 +343,16 @@ class Pool:
         self._timer = _Timer(config.name)
         self._capacity = self.profile.capacity(config)
         self._sessions: dict[str, Session] = {}
+        # Pipelining: calls waiting in workers, and the learnt worker-side duration of each
+        # kind of call (an exponential moving average, µs, with its sample count).
+        self._pipelined = 0
+        self._durations: dict[Any, list[float]] = {}
         self._replacements_pending = 0
         self._start_failures = 0
         self._last_start_error: str | None = None
         self._starter_threads: set[threading.Thread] = set()
         # Counters and recent history for diagnostics (read-only for them).
-        self.counters: dict[str, int] = collections.defaultdict(int)
+        self.counters: dict[str, int] = collections.defaultdict(int, dict.fromkeys(COUNTERS, 0))
         self.recent_latencies_us: collections.deque[int] = collections.deque(maxlen=4096)
         self.recycle_history: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.crash_history: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
@@ -529,9 +548,7 @@ class Pool:
             # The session's worker is gone (or retiring): it moves.
             session._unbind("worker gone" if bound is None or bound.gone else (bound.recycle_reason or "recycled"))
         best: _Worker | None = None
-        # Pipelining (opt-in): a worker may hold `pipeline_depth` requests beyond its capacity,
-        # waiting in the worker (several travel in one message) rather than in our queue.
-        limit = self._capacity + (self.config.pipeline_depth if session is None else 0)
+        limit = self._capacity
         workers = list(self._workers.values())
         n = len(workers)
         if not n:
@@ -553,23 +570,124 @@ class Pool:
         worker.in_flight[call.request_id] = call
         worker.refresh_status()
         call.worker = worker
-        call.started_at = time.monotonic()
         if call.session is not None and call.session.worker_id != worker.worker_id:
             call.session._bind(worker)
+        self._mark_started(call)
+
+    @staticmethod
+    def _mark_started(call: _Call) -> None:
+        call.started_at = time.monotonic()
         if call.timeout is not None:
             call.deadline = call.started_at + call.timeout
         if call.queue_timer is not None:
             call.queue_timer.cancel()
             call.queue_timer = None
 
+    # -- pipelining -----------------------------------------------------------------
+    # When every slot is busy, a call may be sent ahead to a worker, to wait *there* (FIFO)
+    # instead of in the pool's queue: the worker starts it the moment a slot frees, without a
+    # round trip, and calls sent together travel in one message. It still counts as queued
+    # (queue depth, max_queue_size, queue_timeout) until the pool infers it started: when one
+    # of the worker's running requests finishes, its oldest waiting one starts. Automatic
+    # (pipeline_depth=None) for calls the pool has seen finish quickly; never for sessions
+    # and streams.
+    AUTO_PIPELINE_MAX_US = 2_000      # calls slower than this are not pipelined automatically
+    AUTO_PIPELINE_WAIT_US = 4_000     # … and a worker holds about this much waiting work
+    AUTO_PIPELINE_MAX_DEPTH = 64
+
+    def _pipeline_limit(self, call: _Call) -> int:
+        """(lock held) How many calls like ``call`` a worker may hold waiting (0: none)."""
+        if call.session is not None or call.stream:
+            return 0
+        depth = self.config.pipeline_depth
+        if depth is not None:
+            return depth
+        learnt = self._durations.get(call.key)
+        if learnt is None or learnt[1] < 2 or learnt[0] > self.AUTO_PIPELINE_MAX_US:
+            return 0
+        return max(1, min(self.AUTO_PIPELINE_MAX_DEPTH, int(self.AUTO_PIPELINE_WAIT_US / max(learnt[0], 1.0))))
+
+    def _learn_duration(self, key: Any, worker_us: int) -> None:
+        """(lock held) Update the moving average of a kind of call's worker-side duration."""
+        learnt = self._durations.get(key)
+        if learnt is None:
+            if len(self._durations) >= 1024:
+                self._durations.clear()
+            self._durations[key] = [float(worker_us), 1]
+        else:
+            learnt[0] += 0.25 * (worker_us - learnt[0])
+            learnt[1] += 1
+
+    @staticmethod
+    def _may_pipeline_to(worker: _Worker, limit: int) -> bool:
+        if not worker.accepting or len(worker.waiting) >= limit:
+            return False
+        # Never send a worker more than it will serve before max_requests recycles it.
+        return not worker.max_requests or (
+            worker.requests_served + len(worker.in_flight) < worker.max_requests
+        )
+
+    def _pick_pipeline_worker(self, call: _Call) -> _Worker | None:
+        """(lock held) The worker with the fewest waiting calls that may take ``call``."""
+        limit = self._pipeline_limit(call)
+        if limit <= 0:
+            return None
+        best: _Worker | None = None
+        for w in self._workers.values():
+            if self._may_pipeline_to(w, limit) and (best is None or len(w.waiting) < len(best.waiting)):
+                best = w
+                if not w.waiting:
+                    break
+        return best
+
+    def _enqueue_on_worker(self, call: _Call, worker: _Worker) -> None:
+        """(lock held) Pipeline ``call`` to ``worker``: it waits there, still counted as queued."""
+        worker.in_flight[call.request_id] = call
+        worker.waiting.append(call)
+        self._pipelined += 1
+        call.worker = worker
+        call.waiting = True
+
+    def _promote_waiting(self, worker: _Worker) -> list[_Call]:
+        """(lock held) The worker freed slots: its oldest waiting calls are now running."""
+        started: list[_Call] = []
+        while worker.waiting and worker.load < worker.capacity:
+            call = worker.waiting.popleft()
+            self._pipelined -= 1
+            call.waiting = False
+            worker.load += 1
+            self._mark_started(call)
+            if call.future is not None:
+                call.future.set_running_or_notify_cancel()  # a cancelled one is being cancelled remotely
+            started.append(call)
+        worker.refresh_status()
+        return started
+
+    def _unwait(self, call: _Call) -> None:
+        """(lock held) A waiting call ended before it started (cancelled, timed out, worker gone)."""
+        worker = call.worker
+        if call.waiting and worker is not None:
+            try:
+                worker.waiting.remove(call)
+            except ValueError:
+                pass
+            else:
+                self._pipelined -= 1
+            call.waiting = False
+
+    def _start_request_timer(self, call: _Call) -> None:
+        if call.timeout is not None and call.request_timer is None:
+            call.request_timer = self._timer.call_later(call.timeout, lambda c=call: self._on_request_timeout(c))
+
     def _send(self, call: _Call) -> None:
         worker = call.worker
         assert worker is not None
-        if call.timeout is not None:
-            call.request_timer = self._timer.call_later(call.timeout, lambda c=call: self._on_request_timeout(c))
-        if self.profile.name == "thread" and worker.load >= worker.capacity and telemetry.has_handlers(
+        if not call.waiting:
+            self._start_request_timer(call)
+        if (self.profile.name == "thread" and not call.waiting and worker.load >= worker.capacity
+                and telemetry.has_handlers(
             telemetry.POOL_CAPACITY_REACHED
-        ):
+        )):
             telemetry.execute(
                 telemetry.POOL_CAPACITY_REACHED,
                 {"capacity": worker.capacity, "load": worker.load},
@@ -587,7 +705,7 @@ class Pool:
             self._send(call)
 
     def _dispatch(self, command: str, args: Any, *, session: "Session | None", stream: bool,
-                  timeout: Any) -> _Call:
+                  timeout: Any, key: Any = None) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
         elif isinstance(args, Mapping):
@@ -599,6 +717,8 @@ class Pool:
         elif timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         call = _Call(self, next(self._request_ids), command, payload, session, stream, timeout)
+        if key is not None:
+            call.key = key
         if session is not None:
             session.last_used = time.monotonic()
         saturated = None
@@ -610,14 +730,18 @@ class Pool:
                 self._assign(call, worker)
                 if call.future is not None:
                     call.future.set_running_or_notify_cancel()
-            elif len(self._queue) >= self.config.max_queue_size:
+            elif len(self._queue) + self._pipelined >= self.config.max_queue_size:
                 self.counters["saturated"] += 1
                 self.counters["requests"] -= 1
                 self.saturation_history.append(time.time())
-                saturated = (len(self._queue), self._available_count(), self._busy_count())
+                saturated = (len(self._queue) + self._pipelined, self._available_count(), self._busy_count())
             else:
-                self._queue.append(call)
                 self.counters["queued"] += 1
+                worker = self._pick_pipeline_worker(call)
+                if worker is not None:
+                    self._enqueue_on_worker(call, worker)
+                else:
+                    self._queue.append(call)
                 if self.config.queue_timeout is not None:
                     call.queue_timer = self._timer.call_later(
                         self.config.queue_timeout, lambda c=call: self._on_queue_timeout(c)
@@ -646,8 +770,7 @@ class Pool:
         if not self._queue or not worker.accepting:
             return out
         kept: list[_Call] = []
-        depth = self.config.pipeline_depth
-        while self._queue and worker.load < worker.capacity + (depth if self._queue[0].session is None else 0):
+        while self._queue and worker.load < worker.capacity:
             call = self._queue.popleft()
             if call.done or (call.future is not None and call.future.cancelled()):
                 continue
@@ -663,6 +786,17 @@ class Pool:
             self._assign(call, worker)
             out.append(call)
         self._queue.extendleft(reversed(kept))
+        # Every slot taken: send more ahead while the head of the queue may be pipelined.
+        while self._queue and worker.load >= worker.capacity:
+            call = self._queue[0]
+            if call.done or (call.future is not None and call.future.cancelled()):
+                self._queue.popleft()
+                continue
+            if not self._may_pipeline_to(worker, self._pipeline_limit(call)):
+                break
+            self._queue.popleft()
+            self._enqueue_on_worker(call, worker)
+            out.append(call)
         return out
 
     def _drop_queued(self, call: _Call) -> None:
@@ -670,10 +804,20 @@ class Pool:
             try:
                 self._queue.remove(call)
             except ValueError:
-                return  # already dispatched (or finished)
-            call.done = True
+                if not call.waiting:
+                    return  # already dispatched (or finished)
+                # Pipelined: the worker answers the cancel at once and the reply ends it.
+                worker = call.worker
+                conn = worker.conn if worker is not None else None
+                call.cancel_sent = True
+                self.counters["cancelled"] += 1
+            else:
+                conn = None
+                call.done = True
         if call.queue_timer is not None:
             call.queue_timer.cancel()
+        if conn is not None:
+            conn.cancel(call.request_id)
 
     # ------------------------------------------------------------------ completion
     def _on_reply(self, worker: _Worker, reply: pb.Reply) -> None:
@@ -705,20 +849,30 @@ class Pool:
 
     def _finish(self, worker: _Worker, call: _Call, value: Any, error: BaseException | None,
                 success: bool, worker_us: int = 0) -> None:
-        duration_us = int((time.monotonic() - call.started_at) * 1e6)
         with self._lock:
             if worker.in_flight.pop(call.request_id, None) is None:
                 return
-            worker.load -= 1
-            worker.requests_served += 1
+            if call.waiting:  # ended before it started (cancelled or timed out while waiting)
+                self._unwait(call)
+                call.started_at = time.monotonic()
+                started: list[_Call] = []
+            else:
+                worker.load -= 1
+                worker.requests_served += 1
+                if success and worker_us:
+                    self._learn_duration(call.key, worker_us)
+                started = self._promote_waiting(worker)
+            duration_us = int((time.monotonic() - call.started_at) * 1e6)
             worker.refresh_status()
             self.counters["completed"] += 1
             if not success:
                 self.counters["failed"] += 1
             self.recent_latencies_us.append(duration_us)
             newly_recycling = self._check_max_requests(worker)
-            drained = worker.status == RECYCLING and worker.load == 0
+            drained = worker.status == RECYCLING and not worker.in_flight
             dispatch = self._fill_from_queue(worker)
+        for started_call in started:
+            self._start_request_timer(started_call)
         if call.request_timer is not None:
             call.request_timer.cancel()
         self._complete(call, value, error)
@@ -757,21 +911,32 @@ class Pool:
         if worker is not None:
             with self._lock:
                 if worker.in_flight.pop(call.request_id, None) is not None:
-                    worker.load -= 1
+                    if call.waiting:
+                        self._unwait(call)
+                    else:
+                        worker.load -= 1
                     worker.refresh_status()
                     self.counters["failed"] += 1
         self._complete(call, None, error)
 
     # ------------------------------------------------------------------ timeouts & cancel
     def _on_queue_timeout(self, call: _Call) -> None:
+        conn = None
         with self._lock:
             try:
                 self._queue.remove(call)
             except ValueError:
-                return  # already dispatched
+                if not call.waiting or call.done:
+                    return  # already started
+                # Pipelined and still waiting in its worker: withdraw it there.
+                worker = call.worker
+                conn = worker.conn if worker is not None else None
+                call.cancel_sent = True
             self.counters["queue_timeouts"] += 1
         waited = time.monotonic() - call.queued_at
         self._complete(call, None, QueueTimeoutError(self.name, waited))
+        if conn is not None:
+            conn.cancel(call.request_id)
 
     def _on_request_timeout(self, call: _Call) -> None:
         if call.done:
@@ -831,6 +996,10 @@ class Pool:
             orphans = list(worker.in_flight.values())
             worker.in_flight.clear()
             worker.load = 0
+            for call in worker.waiting:
+                call.waiting = False
+                self._pipelined -= 1
+            worker.waiting.clear()
             if not expected:
                 self.counters["crashes"] += 1
                 self.crash_history.append({
@@ -846,6 +1015,10 @@ class Pool:
         for call in orphans:
             if call.request_timer is not None:
                 call.request_timer.cancel()
+            if call.queue_timer is not None:
+                call.queue_timer.cancel()
+            if not call.started_at:
+                call.started_at = time.monotonic()
             self._complete(call, None, WorkerCrashedError(worker.worker_id, worker.pid, exit_code, reason))
             telemetry.execute(
                 telemetry.REQUEST_EXECUTED,
@@ -911,7 +1084,7 @@ class Pool:
             if not replace_first or worker.status == UNHEALTHY:
                 worker.recycle_reason = None
                 self._mark_recycling(worker, reason)
-                drained = worker.load == 0
+                drained = not worker.in_flight
             else:
                 drained = None
         if drained is None:
@@ -927,7 +1100,7 @@ class Pool:
             worker.recycle_reason = None
             if not self._mark_recycling(worker, reason):
                 return
-            drained = worker.load == 0
+            drained = not worker.in_flight
         if drained:
             self._retire(worker)
 
@@ -1038,7 +1211,7 @@ class Pool:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
         call = self._dispatch("call", {"fn": fn, "args": args, "kwargs": kwargs}, session=session,
-                              stream=False, timeout=_DEFAULT)
+                              stream=False, timeout=_DEFAULT, key=("call", _function_key(fn)))
         assert call.future is not None
         return call.future
 
@@ -1047,7 +1220,17 @@ class Pool:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, computed in chunks.
 
         ``chunksize=None`` picks ``ceil(n / (4 × capacity))`` like ``multiprocessing.Pool.map``.
+        The chunks are fed to the pool a few at a time (about two per slot), so a long map
+        neither fills the pool's queue (no :class:`PoolSaturatedError`) nor waits there
+        long enough to hit ``queue_timeout``. ``timeout`` bounds the whole map, like
+        ``Executor.map``'s. Closing the iterator early cancels what has not run.
+
+        Example::
+
+            squares = list(pool.map(pow, range(10), [2] * 10))
         """
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         return self._map(fn, iterables, chunksize, timeout, None)
 
     def _map(self, fn: Callable[..., Any], iterables: tuple, chunksize: int | None, timeout: float | None,
@@ -1058,26 +1241,23 @@ class Pool:
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
         end = time.monotonic() + timeout if timeout is not None else None
-        futures = [
-            self._dispatch("call_batch", {"fn": fn, "items": items[i:i + chunksize]}, session=session,
-                           stream=False, timeout=_DEFAULT).future
-            for i in range(0, len(items), chunksize)
-        ]
+        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+        feeder = _MapFeeder(self, fn, chunks, session, window=2 * max(1, self.capacity))
+        feeder.start()
 
         def results() -> Iterator[Any]:
             try:
-                for fut in futures:
+                for fut in feeder.futures:
                     remaining = None if end is None else max(0.0, end - time.monotonic())
                     try:
-                        chunk = fut.result(remaining)  # type: ignore[union-attr]
+                        chunk = fut.result(remaining)
                     except FutureTimeoutError:
                         if fut.done():  # the request itself timed out (queue/request timeout)
                             raise
                         raise TimeoutError(f"map() did not finish within {timeout}s") from None
                     yield from chunk
             finally:
-                for fut in futures:
-                    fut.cancel()  # type: ignore[union-attr]
+                feeder.close()
 
         return results()
 
@@ -1180,6 +1360,7 @@ class Pool:
                     pool=self.name, profile=self.profile.name, requests_served=w.requests_served,
                     started_at=w.started_wall, uptime_s=now - w.started_mono, sessions=len(w.sessions),
                     last_heartbeat=w.last_heartbeat, recycle_reason=w.recycle_reason,
+                    pipelined=len(w.waiting),
                 )
                 for w in self._workers.values()
             ]
@@ -1195,7 +1376,8 @@ class Pool:
         return self._closed
 
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Requests waiting to start: in the pool's queue, or pipelined to a busy worker."""
+        return len(self._queue) + self._pipelined
 
     def statistics(self) -> dict[str, Any]:
         """Counters and gauges of the pool (a JSON-ready snapshot)."""
@@ -1207,7 +1389,8 @@ class Pool:
                 "workers": len(workers),
                 "capacity_total": sum(w.capacity for w in workers),
                 "capacity_used": sum(w.load for w in workers),
-                "queue_depth": len(self._queue),
+                "queue_depth": len(self._queue) + self._pipelined,
+                "pipelined": self._pipelined,
                 "max_queue_size": self.config.max_queue_size,
                 "in_flight": sum(w.load for w in workers),
                 "replacements_pending": self._replacements_pending,
@@ -1254,9 +1437,18 @@ class Pool:
                 queued = [] if wait and not cancel_futures else list(self._queue)
                 for call in queued:
                     self._queue.remove(call)
+                withdrawn = [] if wait and not cancel_futures else [
+                    c for w in self._workers.values() for c in w.waiting
+                ]
         if already:
             self._stopping_done.wait(10.0)
             return
+        for call in withdrawn:  # pipelined, not started: cancelled in their workers
+            if call.future is not None:
+                call.future.cancel()
+            else:
+                self._complete(call, None, PoolClosedError(self.name))
+                self._drop_queued(call)
         for call in queued:
             if call.queue_timer is not None:
                 call.queue_timer.cancel()
@@ -1460,6 +1652,97 @@ class _Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def _function_key(fn: Callable[..., Any]) -> tuple[str | None, str]:
+    """What the pool learns a submitted function's duration by (its qualified name)."""
+    return getattr(fn, "__module__", None), getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+class _MapFeeder:
+    """Feeds one ``map()``'s chunks to its pool, keeping at most ``window`` of them outstanding.
+
+    ``futures`` are the chunks' results in order; each is settled from its request's future,
+    and every finished chunk lets the next one go out.
+    """
+
+    def __init__(self, pool: Pool, fn: Callable[..., Any], chunks: list[list[tuple]],
+                 session: "Session | None", window: int) -> None:
+        self.pool = pool
+        self.fn = fn
+        self.chunks = chunks
+        self.session = session
+        self.window = window
+        self.futures: list[Future] = [Future() for _ in chunks]
+        self._key = ("call_batch", _function_key(fn))
+        self._next = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._requests: dict[int, Future] = {}
+
+    def start(self) -> None:
+        """Send the first window; an error sending the first chunk is raised here."""
+        for _ in range(min(self.window, len(self.chunks))):
+            if not self._send_next(raise_first=True):
+                break
+
+    def _send_next(self, raise_first: bool = False) -> bool:
+        with self._lock:
+            if self._closed or self._next >= len(self.chunks):
+                return False
+            index = self._next
+            self._next += 1
+        try:
+            call = self.pool._dispatch("call_batch", {"fn": self.fn, "items": self.chunks[index]},
+                                       session=self.session, stream=False, timeout=_DEFAULT, key=self._key)
+        except BaseException as exc:
+            if raise_first and index == 0:
+                self.close()
+                raise
+            self._fail_from(index, exc)
+            return False
+        request = call.future
+        assert request is not None
+        with self._lock:
+            self._requests[index] = request
+        request.add_done_callback(lambda f, i=index: self._on_done(i, f))
+        return True
+
+    def _fail_from(self, index: int, exc: BaseException) -> None:
+        """Chunks from ``index`` on cannot be sent: they all fail with ``exc``."""
+        with self._lock:
+            self._closed = True
+        for fut in self.futures[index:]:
+            if not fut.done():
+                try:
+                    fut.set_exception(exc)
+                except Exception:  # InvalidStateError: cancelled meanwhile
+                    pass
+
+    def _on_done(self, index: int, request: Future) -> None:
+        with self._lock:
+            self._requests.pop(index, None)
+        self._send_next()  # first keep the pool busy, then settle this chunk
+        out = self.futures[index]
+        try:
+            if request.cancelled():
+                out.cancel()
+            elif request.exception() is not None:
+                out.set_exception(request.exception())
+            else:
+                out.set_result(request.result())
+        except Exception:  # InvalidStateError: the map was closed meanwhile
+            pass
+
+    def close(self) -> None:
+        """Stop feeding; cancel every chunk that has not finished."""
+        with self._lock:
+            self._closed = True
+            requests = list(self._requests.values())
+        for fut in self.futures:
+            fut.cancel()
+        for request in requests:
+            request.cancel()
 
 
 def _wait(call: _Call) -> Any:

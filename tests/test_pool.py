@@ -245,3 +245,42 @@ def test_map_reports_a_request_timeout_as_such():
             list(p.map(__import__("time").sleep, [5]))
     finally:
         snakepit.shutdown()
+
+
+def test_a_long_map_neither_saturates_the_queue_nor_times_out_in_it():
+    # 12 chunks of 0.3 s on one worker: 3.6 s of work, far more chunks than max_queue_size
+    # and far longer than queue_timeout. Sent all at once they would fail; fed, none does.
+    p = snakepit.start_pool("t-map-long", pool_size=1, max_queue_size=2, queue_timeout=0.5)
+    try:
+        import time as _time
+
+        assert list(p.map(_time.sleep, [0.3] * 12, chunksize=1)) == [None] * 12
+        assert p.statistics()["saturated"] == 0 and p.statistics()["queue_timeouts"] == 0
+    finally:
+        p.stop()
+
+
+def test_closing_a_map_early_cancels_the_chunks_not_yet_run(wait_until):
+    p = snakepit.start_pool("t-map-close", pool_size=1, queue_timeout=None)
+    try:
+        import time as _time
+
+        results = p.map(_time.sleep, [0.2] * 50, chunksize=1)
+        assert next(results) is None
+        results.close()
+        # At most the chunks already sent run; the other ~45 are never dispatched.
+        assert wait_until(lambda: p.list_workers()[0].load == 0 and p.queue_depth() == 0, 5)
+        assert p.statistics()["completed"] <= 4
+        assert p.execute("echo", {"x": 1}) == {"x": 1}
+    finally:
+        p.stop()
+
+
+def test_map_of_many_short_items_is_pipelined_and_in_order():
+    p = snakepit.start_pool("t-map-many", pool_size=2, queue_timeout=None)
+    try:
+        out = list(p.map(abs, range(-20_000, 0), chunksize=100))
+        assert out == [abs(x) for x in range(-20_000, 0)]
+        assert p.statistics()["completed"] == 200
+    finally:
+        p.stop()

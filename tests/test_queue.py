@@ -98,18 +98,80 @@ def test_request_executed_for_immediate_queued_and_streamed(events):
         snakepit.shutdown()
 
 
-def test_pipelining_is_opt_in_and_correct(wait_until):
+def test_explicit_pipeline_depth_waits_in_the_worker_and_counts_as_queued(wait_until):
     pool = snakepit.start_pool("t-pipe", pool_size=1, pipeline_depth=8, queue_timeout=30)
     try:
         blocker = pool.submit_command("sleep", {"seconds": 0.5})
         futures = [pool.submit_command("echo", {"i": i}) for i in range(50)]
-        # Up to capacity + depth requests wait in the worker; the rest in the pool's queue.
-        assert wait_until(lambda: pool.list_workers()[0].load == 9, 5)
-        assert pool.queue_depth() == 50 - 8
+        # 8 requests wait in the worker, the rest in the pool's queue; all count as queued and
+        # the worker's load stays within its capacity.
+        assert wait_until(lambda: pool.list_workers()[0].pipelined == 8, 5)
+        (worker,) = pool.list_workers()
+        assert worker.load == 1
+        assert pool.queue_depth() == 50 and pool.statistics()["pipelined"] == 8
+        assert not any(f.running() for f in futures[:8])  # waiting, not started
         assert [f.result(30)["i"] for f in futures] == list(range(50))
         blocker.result(10)
+        assert pool.queue_depth() == 0 and pool.list_workers()[0].pipelined == 0
         with pool.session("no-pipelining") as s:
             assert s.execute("echo", {"ok": 1}) == {"ok": 1}
     finally:
         snakepit.shutdown()
-    assert snakepit.PoolConfig().pipeline_depth == 0
+    assert snakepit.PoolConfig().pipeline_depth is None  # automatic
+
+
+def test_pipeline_depth_zero_never_pipelines(wait_until):
+    pool = snakepit.start_pool("t-nopipe", pool_size=1, pipeline_depth=0, queue_timeout=30)
+    try:
+        for _ in range(5):
+            pool.execute("echo", {})  # short calls: automatic pipelining would kick in
+        blocker = pool.submit_command("sleep", {"seconds": 0.3})
+        futures = [pool.submit_command("echo", {"i": i}) for i in range(10)]
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        assert pool.list_workers()[0].pipelined == 0 and pool.queue_depth() == 10
+        assert [f.result(10)["i"] for f in futures] == list(range(10))
+        blocker.result(10)
+    finally:
+        snakepit.shutdown()
+
+
+def test_automatic_pipelining_only_for_calls_known_to_be_short(wait_until):
+    pool = snakepit.start_pool("t-autopipe", pool_size=1, queue_timeout=30)
+    try:
+        blocker = pool.submit_command("sleep", {"seconds": 0.5})
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        unknown = [pool.submit_command("echo", {"i": i}) for i in range(5)]
+        assert pool.list_workers()[0].pipelined == 0  # never seen: waits in the pool's queue
+        assert [f.result(10)["i"] for f in unknown] == list(range(5))
+        blocker.result(10)
+        blocker = pool.submit_command("sleep", {"seconds": 0.5})
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        known = [pool.submit_command("echo", {"i": i}) for i in range(100)]
+        pipelined = pool.list_workers()[0].pipelined
+        assert 1 <= pipelined <= 64 and pool.queue_depth() == 100
+        slow = pool.submit_command("sleep", {"seconds": 0.01})  # 'sleep' was seen taking 0.5 s
+        assert [f.result(10)["i"] for f in known] == list(range(100))
+        slow.result(10)
+        blocker.result(10)
+    finally:
+        snakepit.shutdown()
+
+
+def test_pipelined_requests_can_be_cancelled_and_time_out_in_the_queue(wait_until):
+    pool = snakepit.start_pool("t-pipecancel", pool_size=1, pipeline_depth=4, queue_timeout=0.5)
+    try:
+        blocker = pool.submit_command("sleep", {"seconds": 1.5})
+        assert wait_until(lambda: pool.list_workers()[0].load == 1, 5)
+        waiting = [pool.submit_command("echo", {"i": i}) for i in range(4)]
+        assert pool.list_workers()[0].pipelined == 4
+        assert waiting[0].cancel() and waiting[0].cancelled()
+        assert wait_until(lambda: pool.list_workers()[0].pipelined == 3, 5)
+        for f in waiting[1:]:
+            with pytest.raises(QueueTimeoutError):
+                f.result(5)
+        assert wait_until(lambda: pool.list_workers()[0].pipelined == 0, 5)
+        blocker.result(10)
+        assert pool.execute("echo", {"after": 1}) == {"after": 1}
+        assert pool.statistics()["queue_timeouts"] == 3
+    finally:
+        snakepit.shutdown()
