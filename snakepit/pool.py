@@ -1235,14 +1235,15 @@ class Pool:
 
     def _map(self, fn: Callable[..., Any], iterables: tuple, chunksize: int | None, timeout: float | None,
              session: "Session | None") -> Iterator[Any]:
-        items = list(zip(*iterables))
+        star = len(iterables) != 1  # one iterable: fn(item), no 1-tuples to build and pickle
+        items = list(iterables[0]) if not star else list(zip(*iterables))
         if chunksize is None:
             chunksize = max(1, math.ceil(len(items) / (4 * max(1, self.capacity))))
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
         end = time.monotonic() + timeout if timeout is not None else None
         chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
-        feeder = _MapFeeder(self, fn, chunks, session, window=2 * max(1, self.capacity))
+        feeder = _MapFeeder(self, fn, chunks, star, session, window=2 * max(1, self.capacity))
         feeder.start()
 
         def results() -> Iterator[Any]:
@@ -1666,10 +1667,11 @@ class _MapFeeder:
     and every finished chunk lets the next one go out.
     """
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], chunks: list[list[tuple]],
+    def __init__(self, pool: Pool, fn: Callable[..., Any], chunks: list[list[Any]], star: bool,
                  session: "Session | None", window: int) -> None:
         self.pool = pool
         self.fn = fn
+        self.star = star
         self.chunks = chunks
         self.session = session
         self.window = window
@@ -1693,7 +1695,10 @@ class _MapFeeder:
             index = self._next
             self._next += 1
         try:
-            call = self.pool._dispatch("call_batch", {"fn": self.fn, "items": self.chunks[index]},
+            args = {"fn": self.fn, "items": self.chunks[index]}
+            if not self.star:
+                args["star"] = False
+            call = self.pool._dispatch("call_batch", args,
                                        session=self.session, stream=False, timeout=_DEFAULT, key=self._key)
         except BaseException as exc:
             if raise_first and index == 0:

@@ -83,14 +83,25 @@ class DefaultAdapter(Adapter):
         return fn(*args, **(kwargs or {}))
 
     @command
-    def call_batch(self, fn: Callable[..., Any], items: list[tuple]) -> list[Any]:
-        """Call ``fn(*item)`` for each item: one chunk of ``pool.map``."""
+    def call_batch(self, fn: Callable[..., Any], items: list[Any], star: bool = True) -> list[Any]:
+        """One chunk of ``pool.map``: ``fn(*item)`` for each item (``fn(item)`` with ``star=False``).
+
+        The calls run in C (``map``) in groups that grow while they stay under a millisecond;
+        the cancel flag is checked between groups.
+        """
+        apply = itertools.starmap if star else map
         ctx = current_request()
-        out = []
-        for item in items:
-            if ctx is not None:
-                ctx.check_cancelled()
-            out.append(fn(*item))
+        if ctx is None:
+            return list(apply(fn, items))
+        out: list[Any] = []
+        i, n, step = 0, len(items), 1
+        while i < n:
+            ctx.check_cancelled()
+            t0 = time.perf_counter()
+            out.extend(apply(fn, items[i:i + step]))
+            i += step
+            if step < 1024 and time.perf_counter() - t0 < 0.001:
+                step *= 2
         return out
 
     # -- code execution (%%snakepit_run) --------------------------------------------
