@@ -167,7 +167,7 @@ class _Call:
     __slots__ = (
         "request_id", "command", "payload", "session", "future", "chunks", "worker",
         "queued_at", "started_at", "deadline", "timeout", "stream", "pool_ref", "done",
-        "queue_timer", "request_timer", "cancel_sent", "key", "waiting",
+        "queue_timer", "request_timer", "cancel_sent", "key", "waiting", "n_items",
     )
 
     def __init__(self, pool: "Pool", request_id: int, command: str, payload: bytes,
@@ -193,6 +193,7 @@ class _Call:
         self.cancel_sent = False
         self.key: Any = command  # what the pool learns durations by (see Pool._pipeline_limit)
         self.waiting = False  # pipelined: sent to its worker, waiting there behind running ones
+        self.n_items = 1  # calls it stands for (a map chunk's length): durations are learnt per item
 
     def pool_ref_cancel_queued(self) -> None:
         pool = self.pool_ref()
@@ -603,11 +604,19 @@ class Pool:
         if depth is not None:
             return depth
         learnt = self._durations.get(call.key)
-        if learnt is None or learnt[1] < 2 or learnt[0] > self.AUTO_PIPELINE_MAX_US:
+        if learnt is None or learnt[1] < 2:
             return 0
-        return max(1, min(self.AUTO_PIPELINE_MAX_DEPTH, int(self.AUTO_PIPELINE_WAIT_US / max(learnt[0], 1.0))))
+        expected_us = learnt[0] * call.n_items
+        if expected_us > self.AUTO_PIPELINE_MAX_US:
+            return 0
+        return max(1, min(self.AUTO_PIPELINE_MAX_DEPTH, int(self.AUTO_PIPELINE_WAIT_US / max(expected_us, 1.0))))
 
-    def _learn_duration(self, key: Any, worker_us: int) -> None:
+    def learnt_duration_us(self, key: Any) -> float | None:
+        """The learnt worker-side duration of one call (or one map item) of this kind, in µs."""
+        learnt = self._durations.get(key)
+        return learnt[0] if learnt is not None else None
+
+    def _learn_duration(self, key: Any, worker_us: float) -> None:
         """(lock held) Update the moving average of a kind of call's worker-side duration."""
         learnt = self._durations.get(key)
         if learnt is None:
@@ -705,7 +714,7 @@ class Pool:
             self._send(call)
 
     def _dispatch(self, command: str, args: Any, *, session: "Session | None", stream: bool,
-                  timeout: Any, key: Any = None) -> _Call:
+                  timeout: Any, key: Any = None, n_items: int = 1) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
         elif isinstance(args, Mapping):
@@ -719,6 +728,7 @@ class Pool:
         call = _Call(self, next(self._request_ids), command, payload, session, stream, timeout)
         if key is not None:
             call.key = key
+        call.n_items = max(1, n_items)
         if session is not None:
             session.last_used = time.monotonic()
         saturated = None
@@ -860,7 +870,7 @@ class Pool:
                 worker.load -= 1
                 worker.requests_served += 1
                 if success and worker_us:
-                    self._learn_duration(call.key, worker_us)
+                    self._learn_duration(call.key, worker_us / call.n_items)
                 started = self._promote_waiting(worker)
             duration_us = int((time.monotonic() - call.started_at) * 1e6)
             worker.refresh_status()
@@ -1233,17 +1243,32 @@ class Pool:
             raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         return self._map(fn, iterables, chunksize, timeout, None)
 
+    MAP_CHUNK_TARGET_US = 20_000  # automatic chunks of cheap items grow to about this much work
+
+    def _auto_chunksize(self, n: int, key: Any) -> int:
+        """``chunksize=None``: ``ceil(n / (4 × capacity))`` like ``multiprocessing.Pool.map``;
+        once the pool has measured the function (an earlier map or chunk), chunks of items
+        too cheap for that grow to ≈ 20 ms of work, at most one chunk per slot."""
+        capacity = max(1, self.capacity)
+        chunksize = max(1, math.ceil(n / (4 * capacity)))
+        per_item_us = self.learnt_duration_us(key)
+        if per_item_us is not None:
+            wanted = int(self.MAP_CHUNK_TARGET_US / max(per_item_us, 0.01))
+            chunksize = max(chunksize, min(wanted, math.ceil(n / capacity)))
+        return chunksize
+
     def _map(self, fn: Callable[..., Any], iterables: tuple, chunksize: int | None, timeout: float | None,
              session: "Session | None") -> Iterator[Any]:
         star = len(iterables) != 1  # one iterable: fn(item), no 1-tuples to build and pickle
         items = list(iterables[0]) if not star else list(zip(*iterables))
+        key = ("call_batch", _function_key(fn))
         if chunksize is None:
-            chunksize = max(1, math.ceil(len(items) / (4 * max(1, self.capacity))))
+            chunksize = self._auto_chunksize(len(items), key)
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
         end = time.monotonic() + timeout if timeout is not None else None
         chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
-        feeder = _MapFeeder(self, fn, chunks, star, session, window=2 * max(1, self.capacity))
+        feeder = _MapFeeder(self, fn, chunks, star, key, session, window=2 * max(1, self.capacity))
         feeder.start()
 
         def results() -> Iterator[Any]:
@@ -1667,7 +1692,7 @@ class _MapFeeder:
     and every finished chunk lets the next one go out.
     """
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], chunks: list[list[Any]], star: bool,
+    def __init__(self, pool: Pool, fn: Callable[..., Any], chunks: list[list[Any]], star: bool, key: Any,
                  session: "Session | None", window: int) -> None:
         self.pool = pool
         self.fn = fn
@@ -1676,7 +1701,7 @@ class _MapFeeder:
         self.session = session
         self.window = window
         self.futures: list[Future] = [Future() for _ in chunks]
-        self._key = ("call_batch", _function_key(fn))
+        self._key = key
         self._next = 0
         self._closed = False
         self._lock = threading.Lock()
@@ -1699,7 +1724,8 @@ class _MapFeeder:
             if not self.star:
                 args["star"] = False
             call = self.pool._dispatch("call_batch", args,
-                                       session=self.session, stream=False, timeout=_DEFAULT, key=self._key)
+                                       session=self.session, stream=False, timeout=_DEFAULT, key=self._key,
+                                       n_items=len(self.chunks[index]))
         except BaseException as exc:
             if raise_first and index == 0:
                 self.close()
