@@ -284,3 +284,19 @@ def test_map_of_many_short_items_is_pipelined_and_in_order():
         assert p.statistics()["completed"] == 200
     finally:
         p.stop()
+
+
+def test_automatic_map_chunks_grow_once_the_function_is_known_to_be_cheap():
+    p = snakepit.start_pool("t-map-auto", pool_size=2, queue_timeout=None)
+    try:
+        assert list(p.map(abs, range(-20_000, 0))) == list(range(20_000, 0, -1))
+        first = p.statistics()["completed"]
+        assert first == 8  # ceil(n / (4 × capacity)), like multiprocessing.Pool.map
+        assert list(p.map(abs, range(-20_000, 0))) == list(range(20_000, 0, -1))
+        # abs costs well under a microsecond: the next map sends one chunk per slot.
+        assert p.statistics()["completed"] - first == 2
+        # An explicit chunksize is kept as given.
+        list(p.map(abs, range(100), chunksize=10))
+        assert p.statistics()["completed"] - first == 12
+    finally:
+        p.stop()
