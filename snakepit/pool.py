@@ -714,7 +714,7 @@ class Pool:
             self._send(call)
 
     def _dispatch(self, command: str, args: Any, *, session: "Session | None", stream: bool,
-                  timeout: Any, key: Any = None, n_items: int = 1) -> _Call:
+                  timeout: Any, key: Any = None, n_items: int = 1, queue_timeout: Any = _DEFAULT) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
         elif isinstance(args, Mapping):
@@ -752,9 +752,11 @@ class Pool:
                     self._enqueue_on_worker(call, worker)
                 else:
                     self._queue.append(call)
-                if self.config.queue_timeout is not None:
+                if queue_timeout is _DEFAULT:
+                    queue_timeout = self.config.queue_timeout
+                if queue_timeout is not None:
                     call.queue_timer = self._timer.call_later(
-                        self.config.queue_timeout, lambda c=call: self._on_queue_timeout(c)
+                        queue_timeout, lambda c=call: self._on_queue_timeout(c)
                     )
         if saturated is not None:
             queue_size, available, busy = saturated
@@ -1231,8 +1233,8 @@ class Pool:
 
         ``chunksize=None`` picks ``ceil(n / (4 × capacity))`` like ``multiprocessing.Pool.map``.
         The chunks are fed to the pool a few at a time (about two per slot), so a long map
-        neither fills the pool's queue (no :class:`PoolSaturatedError`) nor waits there
-        long enough to hit ``queue_timeout``. ``timeout`` bounds the whole map, like
+        does not fill the pool's queue (no :class:`PoolSaturatedError`), and its few queued
+        chunks are exempt from ``queue_timeout``: ``timeout`` bounds the whole map, like
         ``Executor.map``'s. Closing the iterator early cancels what has not run.
 
         Example::
@@ -1268,7 +1270,9 @@ class Pool:
             raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
         end = time.monotonic() + timeout if timeout is not None else None
         chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
-        feeder = _MapFeeder(self, fn, chunks, star, key, session, window=2 * max(1, self.capacity))
+        # A session runs on one worker: its chunks go one slot's worth at a time.
+        window = 2 * max(1, self.capacity) if session is None else max(1, self._capacity)
+        feeder = _MapFeeder(self, fn, chunks, star, key, session, window=window)
         feeder.start()
 
         def results() -> Iterator[Any]:
@@ -1725,7 +1729,7 @@ class _MapFeeder:
                 args["star"] = False
             call = self.pool._dispatch("call_batch", args,
                                        session=self.session, stream=False, timeout=_DEFAULT, key=self._key,
-                                       n_items=len(self.chunks[index]))
+                                       n_items=len(self.chunks[index]), queue_timeout=None)
         except BaseException as exc:
             if raise_first and index == 0:
                 self.close()

@@ -248,13 +248,13 @@ def test_map_reports_a_request_timeout_as_such():
 
 
 def test_a_long_map_neither_saturates_the_queue_nor_times_out_in_it():
-    # 12 chunks of 0.3 s on one worker: 3.6 s of work, far more chunks than max_queue_size
-    # and far longer than queue_timeout. Sent all at once they would fail; fed, none does.
-    p = snakepit.start_pool("t-map-long", pool_size=1, max_queue_size=2, queue_timeout=0.5)
+    # 8 chunks of 0.4 s on one worker: more chunks than max_queue_size, each longer than
+    # queue_timeout. Sent all at once they would fail; fed, none does.
+    p = snakepit.start_pool("t-map-long", pool_size=1, max_queue_size=2, queue_timeout=0.3)
     try:
         import time as _time
 
-        assert list(p.map(_time.sleep, [0.3] * 12, chunksize=1)) == [None] * 12
+        assert list(p.map(_time.sleep, [0.4] * 8, chunksize=1)) == [None] * 8
         assert p.statistics()["saturated"] == 0 and p.statistics()["queue_timeouts"] == 0
     finally:
         p.stop()
