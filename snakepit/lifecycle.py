@@ -234,14 +234,17 @@ def workers_memory(pids: Iterable[int]) -> dict[int, dict[str, float] | None]:
     return dict(zip(pids, _in_threads(_tree_mb, trees)))
 
 
-def own_memory() -> tuple[dict[str, int], int] | None:
+def own_memory(children: bool | None = None) -> tuple[dict[str, int], int] | None:
     """This process's memory plus its children's, bytes (``rss`` and ``uss``/``pss``/``swap`` where
     available), and the number of children counted. What a worker reports about itself.
 
-    The process table is scanned only when this process has children (:func:`has_children`).
+    The process table is scanned only when this process has children (``children``, or
+    :func:`has_children` when None).
     """
     pid = os.getpid()
-    kids = descendants(pid, children_map()) if has_children() else []
+    if children is None:
+        children = has_children()
+    kids = descendants(pid, children_map()) if children else []
     totals: dict[str, int] = {}
     missing: set[str] = set()
     counted = 0
