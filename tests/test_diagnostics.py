@@ -465,3 +465,28 @@ def test_ping_carries_figures_only_when_asked(wait_until):
         assert info.HasField("rss_bytes") and info.memory_age_s >= 0
     finally:
         snakepit.shutdown()
+
+
+def test_heartbeat_memory_includes_the_workers_child_processes(wait_until):
+    # A child process holding 100 MB: the worker counts it in its own figures (children included).
+    pool = snakepit.start_pool("dx-hb-kids", pool_size=1, history_interval=None, heartbeat_interval=0.3)
+    try:
+        assert wait_until(lambda: _heartbeat_rows(pool) is not None, 15)
+        before = _heartbeat_rows(pool)[0]
+        code = ("import subprocess, sys\n"
+                "child = subprocess.Popen([sys.executable, '-c', "
+                "\"import sys, time; x = b'1' * (100 * 2**20); print('ok', flush=True); sys.stdin.read()\"], "
+                "stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+                "child.stdout.readline()\n")
+        with pool.session("kids") as s:
+            s.run_code(code)
+            try:
+                assert wait_until(lambda: dx.get_pool_stats(pool).workers[0].memory_mb - before.memory_mb >= 90, 15)
+                handle = pool._worker_handles()[0]
+                assert handle.figures.metrics.child_processes == 1
+                live = dx.get_memory_stats(pool).workers[0]
+                assert live.memory_mb - before.memory_mb >= 90  # the live measurement agrees
+            finally:
+                s.run_code("child.stdin.close(); child.wait(10)")
+    finally:
+        snakepit.shutdown()

@@ -3,11 +3,19 @@
 Data flow (everything read-only; the pool lock is held only inside ``list_workers()`` /
 ``statistics()`` / ``_worker_handles()``, a few microseconds each)::
 
-    pool.list_workers() ─┐
-    pool._worker_handles()├─► gRPC Info.future() to every worker at once (short deadline)
-                          ├─► worker_memory(pid) per worker (psutil: RSS/USS/PSS, children included)
-                          ├─► psutil cpu_times(pid) → CPU % since the previous look
-                          └─► wait for the Info replies ─► PoolStats / MemoryStats / …
+    get_pool_stats(pool)            the default: no I/O
+        pool.list_workers() ─────────► bookkeeping columns
+        pool._worker_handles()[i].figures ─► the worker's own figures from its last heartbeat
+                                        (lifecycle.WorkerFigures: WorkerMetrics incl. memory,
+                                        CPU % between heartbeats; ages in the row)
+        a worker without figures ────► measured live, like fresh=True (metrics_source="live")
+
+    get_pool_stats(pool, fresh=True) / get_memory_stats(pool)      live
+        pool._worker_handles() ─► gRPC Info.future() to every worker at once (short deadline)
+        lifecycle.workers_memory(pids) ─► one /proc scan + one smaps_rollup read a process
+        psutil cpu_times(pid) ─► CPU % since the previous look
+        wait for the Info replies ─► PoolStats / MemoryStats / …
+
     pool.history.samples ─────► History, measured recommendation rules
 
 A worker that does not answer ``Info`` in time still has its row (``info_error`` says why).
@@ -109,6 +117,21 @@ def _cpu_percent(pid: int) -> tuple[float | None, float | None]:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def _bookkeeping_fields(w: "WorkerInfo", now_wall: float, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every WorkerStats field: ``fields`` (default: all empty) plus the pool's bookkeeping of ``w``."""
+    if fields is None:
+        fields = dict(_WORKER_STATS_DEFAULTS)
+    last_hb = w.last_heartbeat
+    fields.update(
+        worker_id=w.worker_id, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
+        capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
+        uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
+        heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
+        recycle_reason=w.recycle_reason,
+    )
+    return fields
 
 
 def _heartbeat_fields(f: "lifecycle.WorkerFigures") -> dict[str, Any]:
@@ -213,7 +236,7 @@ class ProfileInspector:
         infos = p.list_workers()
         now_wall = time.time()
         if not detailed:
-            rows = [self._worker_row(w, now_wall) for w in infos]
+            rows = [WorkerStats._from_fields(_bookkeeping_fields(w, now_wall)) for w in infos]
         elif fresh:
             rows = self._live_rows(p, infos, now_wall, max_age_s)
         else:
@@ -268,15 +291,7 @@ class ProfileInspector:
             else:  # no measurement yet (the worker's first one is still running): measured below
                 fields.update(memory_mb=None, uss_mb=None, pss_mb=None, swap_mb=None)
                 no_memory.append(w)
-            last_hb = w.last_heartbeat
-            fields.update(
-                worker_id=wid, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
-                capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
-                uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
-                heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
-                recycle_reason=w.recycle_reason,
-            )
-            rows[wid] = WorkerStats._from_fields(fields)
+            rows[wid] = WorkerStats._from_fields(_bookkeeping_fields(w, now_wall, fields))
         if len(memo) > 2 * len(figures) + 16:  # forget workers that are gone
             for wid in [k for k in memo if k not in figures]:
                 memo.pop(wid, None)
