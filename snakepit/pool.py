@@ -238,6 +238,7 @@ class _Worker:
         self.sessions: set[str] = set()
         self.last_heartbeat: float | None = None
         self.missed_heartbeats = 0
+        self.figures: Any = None  # the worker's own figures from its last heartbeat (lifecycle.WorkerFigures)
         self.recycle_reason: str | None = None
         self.max_requests: int | None = None  # with jitter applied
         self.ttl: float | None = None  # with jitter applied

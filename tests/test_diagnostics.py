@@ -344,3 +344,149 @@ def test_history_reads_like_its_frame():
         assert list(history["utilization_percent"]) == list(history.to_frame()["utilization_percent"])
     finally:
         snakepit.shutdown()
+
+
+# ---------------------------------------------------------------------------------- heartbeat figures
+def _heartbeat_rows(pool):
+    """The default get_pool_stats rows, once every worker has heartbeat figures with memory (else None)."""
+    rows = dx.get_pool_stats(pool).workers
+    ok = all(w.metrics_source == "heartbeat" and w.memory_mb is not None and w.threads for w in rows)
+    return rows if ok and len(rows) == pool.config.pool_size else None
+
+
+def test_default_pool_stats_reads_cached_heartbeat_figures_without_asking_the_workers(wait_until):
+    # Every worker SIGSTOPped: a call that asked them anything would wait for its deadline
+    # (info_timeout=10 here) and report DEADLINE_EXCEEDED. The default call must not.
+    pool = snakepit.start_pool("dx-hb-stop", pool_size=3, history_interval=None, heartbeat_interval=0.3,
+                               heartbeat_max_missed=100)
+    stopped = []
+    try:
+        assert wait_until(lambda: _heartbeat_rows(pool) is not None, 15)
+        for w in pool.list_workers():
+            os.kill(w.pid, signal.SIGSTOP)
+            stopped.append(w.pid)
+        inspector = dx.ProfileInspector(info_timeout=10.0)
+        t0 = time.monotonic()
+        stats = inspector.get_pool_stats(pool)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 5.0, f"the default call waited for the stopped workers ({elapsed:.1f} s)"
+        assert stats.worker_count == 3
+        for w in stats.workers:
+            assert w.metrics_source == "heartbeat" and w.info_error is None, w
+            assert w.threads >= 1 and w.gc_collections_gen0 is not None and w.in_flight == 0
+            assert w.memory_mb > 5 and w.uss_mb is not None and w.pss_mb is not None
+            assert w.cpu_time_s is not None and w.cpu_percent is not None
+            assert w.metrics_age_s is not None and 0 <= w.metrics_age_s < 60
+            assert w.memory_age_s is not None and w.memory_age_s >= w.metrics_age_s
+        df = stats.to_frame()
+        assert list(df.columns) == list(dx.WorkerStats.COLUMNS) and (df["metrics_source"] == "heartbeat").all()
+        json.dumps(stats.to_dict())
+        # the figures are not refreshed while the workers cannot answer: they age
+        time.sleep(0.5)
+        later = {w.worker_id: w for w in inspector.get_pool_stats(pool).workers}
+        for w in stats.workers:
+            assert later[w.worker_id].metrics_age_s > w.metrics_age_s
+            assert later[w.worker_id].memory_mb == w.memory_mb
+        # get_memory_stats(max_age_s) may reuse them; the default still measures the processes now
+        reused = dx.get_memory_stats(pool, max_age_s=60).by_worker()
+        assert {wid: m.memory_mb for wid, m in reused.items()} == {w.worker_id: w.memory_mb for w in stats.workers}
+        assert all(m.memory_age_s > 0 for m in reused.values())
+        live = dx.get_memory_stats(pool)
+        assert len(live.workers) == 3 and all(m.memory_age_s == 0 for m in live.workers)
+        # fresh=True asks the workers now: stopped ones time out, and say so
+        fresh = dx.ProfileInspector(info_timeout=0.3).get_pool_stats(pool, fresh=True)
+        assert all(w.metrics_source == "live" and w.info_error == "DEADLINE_EXCEEDED" for w in fresh.workers)
+        assert all(w.memory_mb is not None for w in fresh.workers)  # the manager still reads their memory
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        snakepit.shutdown()
+
+
+def test_heartbeat_figures_follow_the_worker(wait_until):
+    # 200 MB allocated in one worker shows in the default get_pool_stats after a heartbeat or two.
+    pool = snakepit.start_pool("dx-hb-mem", pool_size=2, history_interval=None, heartbeat_interval=0.3)
+    try:
+        assert wait_until(lambda: _heartbeat_rows(pool) is not None, 15)
+        before = {w.worker_id: w for w in _heartbeat_rows(pool)}
+        with pool.session("big") as s:
+            _allocate(s, 200)
+            big = s.worker_id
+            other = next(wid for wid in before if wid != big)
+
+            seen = {}
+
+            def grown():
+                seen.update((w.worker_id, w) for w in dx.get_pool_stats(pool).workers)
+                row = seen[big]
+                return (row.metrics_source == "heartbeat" and row.memory_mb - before[big].memory_mb >= 180
+                        and row.uss_mb - before[big].uss_mb >= 180)
+
+            assert wait_until(grown, 15), {wid: (w.memory_mb, w.memory_age_s) for wid, w in seen.items()}
+            rows = seen
+            assert rows[big].memory_mb - before[big].memory_mb <= 230
+            assert abs(rows[other].memory_mb - before[other].memory_mb) < 50
+            assert rows[big].requests_served > before[big].requests_served  # bookkeeping is always current
+            assert rows[big].gc_collections_gen0 >= before[big].gc_collections_gen0
+            assert rows[big].cpu_time_s >= before[big].cpu_time_s
+    finally:
+        snakepit.shutdown()
+
+
+def test_without_heartbeat_figures_rows_are_measured_live_and_say_so():
+    pool = snakepit.start_pool("dx-hb-off", pool_size=2, history_interval=None, heartbeat_interval=None)
+    try:
+        stats = dx.get_pool_stats(pool)
+        for w in stats.workers:
+            assert w.metrics_source == "live" and w.info_error is None and w.threads >= 1
+            assert w.memory_mb > 5 and w.metrics_age_s == 0 and w.memory_age_s == 0
+        quick = dx.get_pool_stats(pool, detailed=False)
+        assert all(w.metrics_source is None and w.memory_mb is None and w.metrics_age_s is None
+                   for w in quick.workers)
+    finally:
+        snakepit.shutdown()
+
+
+def test_ping_carries_figures_only_when_asked(wait_until):
+    from snakepit.protocol import worker_pb2 as pb
+
+    pool = snakepit.start_pool("dx-hb-ping", pool_size=1, history_interval=None, heartbeat_interval=None)
+    try:
+        handle = pool._worker_handles()[0]
+        plain = handle.conn.stub.Ping(pb.PingRequest(message="x"), timeout=5)
+        assert plain.message == "x" and not plain.HasField("metrics")  # liveness stays cheap
+        assert handle.figures is None  # no heartbeat, nothing cached
+        asked = handle.conn.stub.Ping(pb.PingRequest(message="y", want_metrics=True), timeout=5)
+        m = asked.metrics
+        assert m.pid == handle.pid and m.worker_id == handle.worker_id and m.thread_count >= 1
+        assert m.HasField("rss_bytes") and m.rss_bytes > 5 * 2**20 and m.uss_bytes > 0 and m.child_processes == 0
+        # Info reports the latest memory measurement too, with its age
+        info = handle.conn.stub.Info(pb.InfoRequest(), timeout=5)
+        assert info.HasField("rss_bytes") and info.memory_age_s >= 0
+    finally:
+        snakepit.shutdown()
+
+
+def test_heartbeat_memory_includes_the_workers_child_processes(wait_until):
+    # A child process holding 100 MB: the worker counts it in its own figures (children included).
+    pool = snakepit.start_pool("dx-hb-kids", pool_size=1, history_interval=None, heartbeat_interval=0.3)
+    try:
+        assert wait_until(lambda: _heartbeat_rows(pool) is not None, 15)
+        before = _heartbeat_rows(pool)[0]
+        code = ("import subprocess, sys\n"
+                "child = subprocess.Popen([sys.executable, '-c', "
+                "\"import sys, time; x = b'1' * (100 * 2**20); print('ok', flush=True); sys.stdin.read()\"], "
+                "stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+                "child.stdout.readline()\n")
+        with pool.session("kids") as s:
+            s.run_code(code)
+            try:
+                assert wait_until(lambda: dx.get_pool_stats(pool).workers[0].memory_mb - before.memory_mb >= 90, 15)
+                handle = pool._worker_handles()[0]
+                assert handle.figures.metrics.child_processes == 1
+                live = dx.get_memory_stats(pool).workers[0]
+                assert live.memory_mb - before.memory_mb >= 90  # the live measurement agrees
+            finally:
+                s.run_code("child.stdin.close(); child.wait(10)")
+    finally:
+        snakepit.shutdown()

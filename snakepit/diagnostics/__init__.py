@@ -91,9 +91,12 @@ _default = ProfileInspector()
 
 
 def get_pool_stats(pool="default", *, detailed: bool = True,  # noqa: ANN001
-                   max_age_s: float | None = None) -> PoolStats:
-    """:meth:`ProfileInspector.get_pool_stats` with the default inspector. ``pool``: a Pool or a name."""
-    return _default.get_pool_stats(pool, detailed=detailed, max_age_s=max_age_s)
+                   max_age_s: float | None = None, fresh: bool = False) -> PoolStats:
+    """:meth:`ProfileInspector.get_pool_stats` with the default inspector. ``pool``: a Pool or a name.
+
+    The workers' figures come from their last heartbeat (no I/O); ``fresh=True`` asks them now.
+    """
+    return _default.get_pool_stats(pool, detailed=detailed, max_age_s=max_age_s, fresh=fresh)
 
 
 def get_capacity_stats(pool="default") -> CapacityStats:  # noqa: ANN001

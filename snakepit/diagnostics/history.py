@@ -9,7 +9,8 @@ Data flow::
         pool.statistics()            (pool lock, a few µs)
         pool._worker_handles()       (pool lock, a few µs)
         pool.recent_latencies_us     (deque.copy(): atomic, no lock)
-        worker_memory(pid)           (psutil, no lock; skipped on some ticks if it is costly)
+        workers_memory(pids)         (one process-table scan + one smaps_rollup read a worker, no
+                                      lock; skipped on some ticks if it is costly)
         psutil cpu_times(pid)        (no lock)
         /proc/<pid>/task/*/schedstat (run-queue wait: GIL and I/O-idle rules; Linux only)
             │
@@ -149,7 +150,7 @@ class HistorySampler:
             return sample
 
     def _collect(self) -> dict[str, Any]:
-        from ..lifecycle import worker_memory  # noqa: PLC0415 - lifecycle is already loaded by the pool
+        from ..lifecycle import workers_memory  # noqa: PLC0415 - lifecycle is already loaded by the pool
 
         pool = self.pool
         now = time.time()
@@ -179,13 +180,15 @@ class HistorySampler:
         mem_total = uss_total = 0.0
         have_uss = True
         t_mem = time.perf_counter()
+        # one scan of the process table for all workers (not one per worker)
+        memory = workers_memory([h.pid for h in handles if h.pid > 0]) if measure_memory else {}
         live_pids = set()
         for i, h in enumerate(handles):
             pid = h.pid
             live_pids.add(pid)
             rss = uss = pss = swap = NAN
             if measure_memory and pid > 0:
-                mem = worker_memory(pid)
+                mem = memory.get(pid)
                 if mem:
                     rss = mem.get("rss_mb", NAN)
                     uss = mem.get("uss_mb", NAN)

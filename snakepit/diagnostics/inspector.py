@@ -3,17 +3,26 @@
 Data flow (everything read-only; the pool lock is held only inside ``list_workers()`` /
 ``statistics()`` / ``_worker_handles()``, a few microseconds each)::
 
-    pool.list_workers() ─┐
-    pool._worker_handles()├─► gRPC Info.future() to every worker at once (short deadline)
-                          ├─► worker_memory(pid) per worker (psutil: RSS/USS/PSS, children included)
-                          ├─► psutil cpu_times(pid) → CPU % since the previous look
-                          └─► wait for the Info replies ─► PoolStats / MemoryStats / …
+    get_pool_stats(pool)            the default: no I/O
+        pool.list_workers() ─────────► bookkeeping columns
+        pool._worker_handles()[i].figures ─► the worker's own figures from its last heartbeat
+                                        (lifecycle.WorkerFigures: WorkerMetrics incl. memory,
+                                        CPU % between heartbeats; ages in the row)
+        a worker without figures ────► measured live, like fresh=True (metrics_source="live")
+
+    get_pool_stats(pool, fresh=True) / get_memory_stats(pool)      live
+        pool._worker_handles() ─► gRPC Info.future() to every worker at once (short deadline)
+        lifecycle.workers_memory(pids) ─► one /proc scan + one smaps_rollup read a process
+        psutil cpu_times(pid) ─► CPU % since the previous look
+        wait for the Info replies ─► PoolStats / MemoryStats / …
+
     pool.history.samples ─────► History, measured recommendation rules
 
 A worker that does not answer ``Info`` in time still has its row (``info_error`` says why).
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
@@ -35,6 +44,7 @@ from .reports import (
     ThreadInfo,
     WorkerMemory,
     WorkerStats,
+    _WORKER_STATS_DEFAULTS,
     utilization,
 )
 
@@ -47,6 +57,7 @@ __all__ = ["ProfileInspector", "PoolLike", "resolve_pool", "DEFAULT_INFO_TIMEOUT
 
 PoolLike = Any  # a snakepit.Pool or a pool name
 DEFAULT_INFO_TIMEOUT = 0.5
+_MIB = float(2**20)
 
 # pid -> (cpu seconds, monotonic time) at the last look, for CPU % between two looks.
 _cpu_seen: dict[int, tuple[float, float]] = {}
@@ -108,6 +119,61 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+def _bookkeeping_fields(w: "WorkerInfo", now_wall: float, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every WorkerStats field: ``fields`` (default: all empty) plus the pool's bookkeeping of ``w``."""
+    if fields is None:
+        fields = dict(_WORKER_STATS_DEFAULTS)
+    last_hb = w.last_heartbeat
+    fields.update(
+        worker_id=w.worker_id, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
+        capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
+        uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
+        heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
+        recycle_reason=w.recycle_reason,
+    )
+    return fields
+
+
+def _heartbeat_fields(f: "lifecycle.WorkerFigures") -> dict[str, Any]:
+    """The WorkerStats columns that come from one heartbeat reply (memory without its age)."""
+    m = f.metrics
+    gc_counts = list(m.gc_counts) + [None] * 3
+    gc_coll = list(m.gc_collections) + [None] * 3
+    out: dict[str, Any] = {
+        "in_flight": m.in_flight, "threads": m.thread_count,
+        "gc_count_gen0": gc_counts[0], "gc_count_gen1": gc_counts[1], "gc_count_gen2": gc_counts[2],
+        "gc_collections_gen0": gc_coll[0], "gc_collections_gen1": gc_coll[1], "gc_collections_gen2": gc_coll[2],
+        "tracemalloc_current_mb": round(m.tracemalloc_current / _MIB, 3),
+        "tracemalloc_peak_mb": round(m.tracemalloc_peak / _MIB, 3),
+        "cpu_percent": f.cpu_percent, "cpu_time_s": round(m.cpu_time_s, 3),
+        "metrics_source": "heartbeat", "info_error": None,
+        "memory_mb": None, "uss_mb": None, "pss_mb": None, "swap_mb": None,
+    }
+    if m.HasField("rss_bytes"):
+        out["memory_mb"] = round(m.rss_bytes / _MIB, 2)
+        for key in ("uss", "pss", "swap"):
+            if m.HasField(f"{key}_bytes"):
+                out[f"{key}_mb"] = round(getattr(m, f"{key}_bytes") / _MIB, 2)
+    return out
+
+
+def _heartbeat_memory(m: Any) -> dict[str, float]:
+    """MiB figures (``rss_mb``, ``uss_mb``, …) from a WorkerMetrics that has ``rss_bytes``."""
+    mem = {"rss_mb": m.rss_bytes / _MIB}
+    for key in ("uss", "pss", "swap"):
+        if m.HasField(f"{key}_bytes"):
+            mem[f"{key}_mb"] = getattr(m, f"{key}_bytes") / _MIB
+    return mem
+
+
+def _memory_fields(mem: dict[str, float] | None) -> dict[str, float | None]:
+    """The WorkerStats memory columns from MiB figures (``rss_mb``, ``uss_mb``, …)."""
+    if not mem:
+        return {}
+    return {"memory_mb": _rounded(mem.get("rss_mb")), "uss_mb": _rounded(mem.get("uss_mb")),
+            "pss_mb": _rounded(mem.get("pss_mb")), "swap_mb": _rounded(mem.get("swap_mb"))}
+
+
 class ProfileInspector:
     """Inspects running pools. Never steers them; never holds the pool lock for long.
 
@@ -130,19 +196,37 @@ class ProfileInspector:
     def __init__(self, *, info_timeout: float = DEFAULT_INFO_TIMEOUT, thresholds: Thresholds | None = None) -> None:
         self.info_timeout = float(info_timeout)
         self.thresholds = thresholds or Thresholds()
+        # worker_id -> (WorkerFigures, the WorkerStats columns derived from them)
+        self._figure_fields: dict[str, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ pool stats
     def get_pool_stats(self, pool: PoolLike = "default", *, detailed: bool = True,
-                       max_age_s: float | None = None) -> PoolStats:
+                       max_age_s: float | None = None, fresh: bool = False) -> PoolStats:
         """Pool and per-worker figures.
+
+        By default the workers' own figures (threads, GC, in-flight, tracemalloc, CPU, process
+        memory) are the ones their last heartbeat reply carried, cached by the pool: no I/O at
+        all, whatever the pool's size. ``metrics_source``, ``metrics_age_s`` and
+        ``memory_age_s`` say where each row's figures come from and how old they are. A worker
+        without heartbeat figures yet (just started, ``heartbeat_interval=None``) is measured
+        now instead (``metrics_source="live"``).
+
+        Example::
+
+            stats = get_pool_stats("default")                     # cached heartbeat figures
+            stats.to_frame()[["worker_id", "memory_mb", "metrics_age_s"]]
+            get_pool_stats("default", fresh=True)                 # ask every worker now
 
         Args:
             pool: a pool or its name.
-            detailed: also ask every worker for its own figures (gRPC ``Info``: threads, GC,
-                in-flight, tracemalloc) and measure its process (RSS/USS/PSS, CPU %). Without
-                it only the pool's bookkeeping is read (no I/O: suitable for tight loops).
-            max_age_s: memory figures may come from the history sampler's latest measurement
-                if it is at most this old (see :meth:`get_memory_stats`).
+            detailed: include the workers' own figures and their process memory and CPU.
+                Without it only the pool's bookkeeping is read.
+            max_age_s: figures may be at most this old: heartbeat figures older than that are
+                replaced by live ones; memory may also come from the history sampler's latest
+                measurement if it is at most this old (see :meth:`get_memory_stats`).
+            fresh: measure every worker now, as before heartbeats carried figures: a gRPC
+                ``Info`` call to every worker (concurrently, ``info_timeout``) and psutil /
+                ``/proc`` reads of every process (memory, CPU %).
 
         Raises:
             PoolNotFoundError: no running pool of that name. A worker that does not answer is
@@ -151,19 +235,12 @@ class ProfileInspector:
         p = resolve_pool(pool)
         infos = p.list_workers()
         now_wall = time.time()
-        rows: list[WorkerStats] = []
-        if detailed:
-            futures = self._info_futures(p)
-            memory = self._recent_memory(p, infos, max_age_s) if max_age_s is not None else None
-            if memory is None:
-                memory = _memory_of(w.pid for w in infos)
-            cpu = {w.pid: _cpu_percent(w.pid) for w in infos}
-            metrics = self._info_results(futures)
+        if not detailed:
+            rows = [WorkerStats._from_fields(_bookkeeping_fields(w, now_wall)) for w in infos]
+        elif fresh:
+            rows = self._live_rows(p, infos, now_wall, max_age_s)
         else:
-            memory, cpu, metrics = {}, {}, {}
-        for w in infos:
-            rows.append(self._worker_row(w, now_wall, memory.get(w.pid), cpu.get(w.pid, (None, None)),
-                                         metrics.get(w.worker_id), detailed))
+            rows = self._cached_rows(p, infos, now_wall, max_age_s)
         stats = p.statistics()
         cap = sum(w.capacity for w in infos)
         used = sum(w.load for w in infos)
@@ -177,9 +254,79 @@ class ProfileInspector:
             collected_at=now_wall,
         )
 
-    def _info_futures(self, p: "Pool") -> dict[str, Any]:
+    def _cached_rows(self, p: "Pool", infos: list["WorkerInfo"], now_wall: float,
+                     max_age_s: float | None) -> list[WorkerStats]:
+        """Rows from the heartbeat figures (no I/O); workers without usable ones are measured now.
+
+        This is the default ``get_pool_stats`` path, so it is kept lean: the columns derived
+        from one heartbeat reply are computed once per reply (memoized on the figures object)
+        and rows are built without the dataclass ``__init__``.
+        """
+        figures = {h.worker_id: h.figures for h in p._worker_handles()}
+        history = self._recent_memory(p, infos, max_age_s, with_time=True) if max_age_s is not None else None
+        memo = self._figure_fields
+        rows: dict[str, WorkerStats] = {}
+        live: list["WorkerInfo"] = []
+        no_memory: list["WorkerInfo"] = []
+        for w in infos:
+            wid = w.worker_id
+            f = figures.get(wid)
+            if (f is None or f.metrics.pid != w.pid
+                    or (max_age_s is not None and now_wall - f.received_at > max_age_s)):
+                live.append(w)
+                continue
+            entry = memo.get(wid)
+            if entry is None or entry[0] is not f:
+                entry = memo[wid] = (f, _heartbeat_fields(f))
+            fields = dict(_WORKER_STATS_DEFAULTS)
+            fields.update(entry[1])
+            age = now_wall - f.received_at
+            fields["metrics_age_s"] = round(age, 3)
+            if history is not None:
+                fields.update(_memory_fields(history[0].get(w.pid)))
+                fields["memory_age_s"] = round(now_wall - history[1], 3)
+            elif fields["memory_mb"] is not None and (
+                    max_age_s is None or age + f.metrics.memory_age_s <= max_age_s):
+                fields["memory_age_s"] = round(age + f.metrics.memory_age_s, 3)
+            else:  # no measurement yet (the worker's first one is still running): measured below
+                fields.update(memory_mb=None, uss_mb=None, pss_mb=None, swap_mb=None)
+                no_memory.append(w)
+            rows[wid] = WorkerStats._from_fields(_bookkeeping_fields(w, now_wall, fields))
+        if len(memo) > 2 * len(figures) + 16:  # forget workers that are gone
+            for wid in [k for k in memo if k not in figures]:
+                memo.pop(wid, None)
+        if no_memory:
+            memory = _memory_of(w.pid for w in no_memory)
+            for w in no_memory:
+                mem = memory.get(w.pid)
+                rows[w.worker_id] = dataclasses.replace(rows[w.worker_id], **_memory_fields(mem),
+                                                        memory_age_s=0.0 if mem else None)
+        if live:
+            for row in self._live_rows(p, live, now_wall, max_age_s):
+                rows[row.worker_id] = row
+        return [rows[w.worker_id] for w in infos]
+
+    def _live_rows(self, p: "Pool", infos: list["WorkerInfo"], now_wall: float,
+                   max_age_s: float | None) -> list[WorkerStats]:
+        """Rows measured now: gRPC ``Info`` of every worker at once, psutil memory and CPU."""
+        futures = self._info_futures(p, {w.worker_id for w in infos})
+        history = self._recent_memory(p, infos, max_age_s, with_time=True) if max_age_s is not None else None
+        if history is not None:
+            memory, mem_age = history[0], round(now_wall - history[1], 3)
+        else:
+            memory, mem_age = _memory_of(w.pid for w in infos), 0.0
+        cpu = {w.pid: _cpu_percent(w.pid) for w in infos}
+        metrics = self._info_results(futures)
+        return [self._worker_row(w, now_wall, memory.get(w.pid), cpu.get(w.pid, (None, None)),
+                                 metrics.get(w.worker_id, "no reply"), source="live", metrics_age=0.0,
+                                 memory_age=mem_age)
+                for w in infos]
+
+    def _info_futures(self, p: "Pool", only: set[str] | None = None) -> dict[str, Any]:
         futures: dict[str, Any] = {}
         for h in p._worker_handles():
+            if only is not None and h.worker_id not in only:
+                continue
             conn = h.conn
             if conn is None:
                 futures[h.worker_id] = "not connected"
@@ -205,12 +352,11 @@ class ProfileInspector:
         return out
 
     @staticmethod
-    def _worker_row(w: "WorkerInfo", now_wall: float, mem: dict[str, float] | None,
-                    cpu: tuple[float | None, float | None], metrics: Any, detailed: bool) -> WorkerStats:
-        kw: dict[str, Any] = {}
-        if mem:
-            kw.update(memory_mb=_rounded(mem.get("rss_mb")), uss_mb=_rounded(mem.get("uss_mb")),
-                      pss_mb=_rounded(mem.get("pss_mb")), swap_mb=_rounded(mem.get("swap_mb")))
+    def _worker_row(w: "WorkerInfo", now_wall: float, mem: dict[str, float] | None = None,
+                    cpu: tuple[float | None, float | None] = (None, None), metrics: Any = None, *,
+                    source: str | None = None, metrics_age: float | None = None,
+                    memory_age: float | None = None) -> WorkerStats:
+        kw: dict[str, Any] = _memory_fields(mem) if mem else {}
         kw["cpu_percent"], kw["cpu_time_s"] = cpu
         if isinstance(metrics, pb.WorkerMetrics):
             gc_counts = list(metrics.gc_counts) + [None] * 3
@@ -219,17 +365,20 @@ class ProfileInspector:
                 in_flight=metrics.in_flight, threads=metrics.thread_count,
                 gc_count_gen0=gc_counts[0], gc_count_gen1=gc_counts[1], gc_count_gen2=gc_counts[2],
                 gc_collections_gen0=gc_coll[0], gc_collections_gen1=gc_coll[1], gc_collections_gen2=gc_coll[2],
-                tracemalloc_current_mb=round(metrics.tracemalloc_current / 2**20, 3),
-                tracemalloc_peak_mb=round(metrics.tracemalloc_peak / 2**20, 3),
+                tracemalloc_current_mb=round(metrics.tracemalloc_current / _MIB, 3),
+                tracemalloc_peak_mb=round(metrics.tracemalloc_peak / _MIB, 3),
+                metrics_age_s=None if metrics_age is None else round(metrics_age, 3),
             )
-        elif detailed:
+        elif source is not None:
             kw["info_error"] = str(metrics) if metrics is not None else "no reply"
+        if mem:
+            kw["memory_age_s"] = None if memory_age is None else round(memory_age, 3)
         return WorkerStats(
             worker_id=w.worker_id, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
             capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
             uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=w.last_heartbeat,
             heartbeat_age_s=round(now_wall - w.last_heartbeat, 3) if w.last_heartbeat else None,
-            recycle_reason=w.recycle_reason, **kw,
+            recycle_reason=w.recycle_reason, metrics_source=source, **kw,
         )
 
     # ------------------------------------------------------------------ capacity
@@ -257,27 +406,47 @@ class ProfileInspector:
 
     # ------------------------------------------------------------------ memory
     def get_memory_stats(self, pool: PoolLike = "default", *, max_age_s: float | None = None) -> MemoryStats:
-        """Memory of every worker's real process (psutil; children included).
+        """Memory of every worker's real process (RSS, USS, PSS, swap; children included), measured now.
 
         Example::
 
-            mem = get_memory_stats("default")
+            mem = get_memory_stats("default")                     # live
             mem.total_memory_mb, mem.footprint_mb
-            cheap = get_memory_stats("default", max_age_s=2.0)   # from the history sampler if fresh
+            cheap = get_memory_stats("default", max_age_s=2.0)   # recent figures, when there are
 
         Args:
             pool: a pool or its name.
-            max_age_s: accept the history sampler's latest memory measurement if it is at most
-                this old and covers the same workers (no measuring at all: for refresh loops).
-                None (the default) always measures now.
+            max_age_s: accept figures at most this old instead of measuring: the history
+                sampler's latest memory measurement if it covers the workers, else each
+                worker's heartbeat figures; only the workers left are measured now (for refresh
+                loops). None (the default) always measures every worker now.
 
-        Workers whose process vanished between listing and measuring are left out.
+        Measuring reads each process's ``/proc/<pid>/smaps_rollup`` on Linux (psutil elsewhere)
+        after one scan of the process table for children. Workers whose process vanished
+        between listing and measuring are left out.
         """
         p = resolve_pool(pool)
         infos = p.list_workers()
-        memory = self._recent_memory(p, infos, max_age_s) if max_age_s is not None else None
-        if memory is None:
-            memory = _memory_of(w.pid for w in infos)
+        now_wall = time.time()
+        memory: dict[int, dict[str, float] | None] = {}
+        ages: dict[int, float] = {}
+        if max_age_s is not None:
+            recent = self._recent_memory(p, infos, max_age_s, with_time=True)
+            if recent is not None:
+                memory = recent[0]
+                ages = dict.fromkeys(memory, now_wall - recent[1])
+            else:
+                for h in p._worker_handles():
+                    f = h.figures
+                    if f is None or f.metrics.pid != h.pid or not f.metrics.HasField("rss_bytes"):
+                        continue
+                    age = now_wall - f.received_at + f.metrics.memory_age_s
+                    if age <= max_age_s:
+                        memory[h.pid] = _heartbeat_memory(f.metrics)
+                        ages[h.pid] = age
+        todo = [w.pid for w in infos if w.pid not in memory]
+        if todo:
+            memory.update(_memory_of(todo))
         rows = []
         for w in infos:
             mem = memory.get(w.pid)
@@ -289,11 +458,13 @@ class ProfileInspector:
                 pss_mb=_rounded(mem.get("pss_mb")), swap_mb=_rounded(mem.get("swap_mb")),
                 shared_mb=_rounded(max(0.0, rss - uss)) if rss is not None and uss is not None else None,
                 status=w.status, requests_served=w.requests_served,
+                memory_age_s=round(ages.get(w.pid, 0.0), 3),
             ))
         return _memory_stats(p.name, p.profile.name, rows)
 
     @staticmethod
-    def _recent_memory(p: "Pool", infos: list["WorkerInfo"], max_age_s: float) -> dict[int, dict[str, float]] | None:
+    def _recent_memory(p: "Pool", infos: list["WorkerInfo"], max_age_s: float, *,
+                       with_time: bool = False) -> Any:
         from .history import iter_workers  # noqa: PLC0415
 
         sampler = getattr(p, "history", None)
@@ -305,9 +476,9 @@ class ProfileInspector:
             figures = {k: w[k] for k in ("rss_mb", "uss_mb", "pss_mb", "swap_mb") if w[k] == w[k]}
             if "rss_mb" in figures:
                 out[int(w["pid"])] = figures
-        if {w.pid for w in infos} != set(out):
+        if not {w.pid for w in infos} <= set(out):
             return None  # workers changed since: measure now
-        return out
+        return (out, sample["time"]) if with_time else out
 
     # ------------------------------------------------------------------ all pools
     def get_comprehensive_report(self, *, detailed: bool = True) -> ComprehensiveReport:

@@ -81,6 +81,9 @@ class WorkerStats:
 
     Fields that could not be measured (process gone, gRPC ``Info`` timed out, USS unavailable
     on this OS) are ``None``; ``info_error`` says why the worker's own figures are missing.
+    ``metrics_source`` says where the worker's own figures come from: ``"heartbeat"`` (cached
+    from its last heartbeat reply, ``metrics_age_s`` old; memory ``memory_age_s`` old),
+    ``"live"`` (asked and measured now), or None (``detailed=False``: bookkeeping only).
     """
 
     worker_id: str
@@ -114,6 +117,9 @@ class WorkerStats:
     tracemalloc_peak_mb: float | None = None
     recycle_reason: str | None = None
     info_error: str | None = None
+    metrics_source: str | None = None
+    metrics_age_s: float | None = None
+    memory_age_s: float | None = None
 
     COLUMNS = (
         "worker_id", "pid", "pool", "profile", "status", "capacity", "load", "in_flight",
@@ -122,10 +128,24 @@ class WorkerStats:
         "gc_count_gen0", "gc_count_gen1", "gc_count_gen2",
         "gc_collections_gen0", "gc_collections_gen1", "gc_collections_gen2",
         "tracemalloc_current_mb", "tracemalloc_peak_mb", "recycle_reason", "info_error",
+        "metrics_source", "metrics_age_s", "memory_age_s",
     )
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(_fields(self, self.COLUMNS))
+
+    @classmethod
+    def _from_fields(cls, fields: dict[str, Any]) -> "WorkerStats":
+        """A row from a dict holding every field (no validation: the inspector's fast path, ~0.3 µs
+        instead of ~5 µs for the generated ``__init__`` with 38 keyword arguments)."""
+        obj = object.__new__(cls)
+        obj.__dict__.update(fields)
+        return obj
+
+
+#: Every WorkerStats field with its default (the required ones None), for ``_from_fields``.
+_WORKER_STATS_DEFAULTS = {f.name: (None if f.default is dataclasses.MISSING else f.default)
+                          for f in dataclasses.fields(WorkerStats)}
 
 
 # ---------------------------------------------------------------------------------- pool stats
@@ -273,6 +293,7 @@ class WorkerMemory:
 
     ``memory_mb`` is RSS; ``uss_mb`` (private pages), ``pss_mb`` (proportional share) and
     ``swap_mb`` are None where the OS does not give them; ``shared_mb`` = RSS − USS.
+    ``memory_age_s`` is 0 for a figure measured now (the default), else its age (``max_age_s``).
     """
 
     worker_id: str
@@ -284,9 +305,10 @@ class WorkerMemory:
     shared_mb: float | None = None
     status: str = ""
     requests_served: int = 0
+    memory_age_s: float | None = 0.0
 
     COLUMNS = ("worker_id", "pid", "memory_mb", "uss_mb", "pss_mb", "swap_mb", "shared_mb", "status",
-               "requests_served")
+               "requests_served", "memory_age_s")
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(_fields(self, self.COLUMNS))

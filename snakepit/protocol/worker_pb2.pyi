@@ -65,27 +65,33 @@ class Reply(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., kind: _Optional[_Union[Reply.Kind, str]] = ..., payload: _Optional[bytes] = ..., error: _Optional[_Union[RemoteFailure, _Mapping]] = ..., duration_us: _Optional[int] = ...) -> None: ...
 
 class PingRequest(_message.Message):
-    __slots__ = ("message",)
+    __slots__ = ("message", "want_metrics", "memory_max_age_s")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WANT_METRICS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
     message: str
-    def __init__(self, message: _Optional[str] = ...) -> None: ...
+    want_metrics: bool
+    memory_max_age_s: float
+    def __init__(self, message: _Optional[str] = ..., want_metrics: _Optional[bool] = ..., memory_max_age_s: _Optional[float] = ...) -> None: ...
 
 class PingReply(_message.Message):
-    __slots__ = ("message", "pid", "server_time")
+    __slots__ = ("message", "pid", "server_time", "metrics")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     message: str
     pid: int
     server_time: float
-    def __init__(self, message: _Optional[str] = ..., pid: _Optional[int] = ..., server_time: _Optional[float] = ...) -> None: ...
+    metrics: WorkerMetrics
+    def __init__(self, message: _Optional[str] = ..., pid: _Optional[int] = ..., server_time: _Optional[float] = ..., metrics: _Optional[_Union[WorkerMetrics, _Mapping]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class WorkerMetrics(_message.Message):
-    __slots__ = ("pid", "worker_id", "capacity", "in_flight", "requests_served", "uptime_s", "thread_count", "gc_counts", "gc_collections", "tracemalloc_current", "tracemalloc_peak", "python_version", "adapter", "sessions", "cpu_time_s")
+    __slots__ = ("pid", "worker_id", "capacity", "in_flight", "requests_served", "uptime_s", "thread_count", "gc_counts", "gc_collections", "tracemalloc_current", "tracemalloc_peak", "python_version", "adapter", "sessions", "cpu_time_s", "rss_bytes", "uss_bytes", "pss_bytes", "swap_bytes", "memory_age_s", "child_processes")
     PID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +107,12 @@ class WorkerMetrics(_message.Message):
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     CPU_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SWAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    CHILD_PROCESSES_FIELD_NUMBER: _ClassVar[int]
     pid: int
     worker_id: str
     capacity: int
@@ -116,7 +128,13 @@ class WorkerMetrics(_message.Message):
     adapter: str
     sessions: int
     cpu_time_s: float
-    def __init__(self, pid: _Optional[int] = ..., worker_id: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests_served: _Optional[int] = ..., uptime_s: _Optional[float] = ..., thread_count: _Optional[int] = ..., gc_counts: _Optional[_Iterable[int]] = ..., gc_collections: _Optional[_Iterable[int]] = ..., tracemalloc_current: _Optional[int] = ..., tracemalloc_peak: _Optional[int] = ..., python_version: _Optional[str] = ..., adapter: _Optional[str] = ..., sessions: _Optional[int] = ..., cpu_time_s: _Optional[float] = ...) -> None: ...
+    rss_bytes: int
+    uss_bytes: int
+    pss_bytes: int
+    swap_bytes: int
+    memory_age_s: float
+    child_processes: int
+    def __init__(self, pid: _Optional[int] = ..., worker_id: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests_served: _Optional[int] = ..., uptime_s: _Optional[float] = ..., thread_count: _Optional[int] = ..., gc_counts: _Optional[_Iterable[int]] = ..., gc_collections: _Optional[_Iterable[int]] = ..., tracemalloc_current: _Optional[int] = ..., tracemalloc_peak: _Optional[int] = ..., python_version: _Optional[str] = ..., adapter: _Optional[str] = ..., sessions: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., uss_bytes: _Optional[int] = ..., pss_bytes: _Optional[int] = ..., swap_bytes: _Optional[int] = ..., memory_age_s: _Optional[float] = ..., child_processes: _Optional[int] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("request_id",)

@@ -97,7 +97,8 @@ class WorkerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Ping(self, request, context):
-        """Liveness check used by the heartbeat.
+        """Liveness check used by the heartbeat; with `want_metrics` the reply also carries the
+        worker's own figures (what Info returns), so the manager can cache them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
