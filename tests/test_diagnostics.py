@@ -109,12 +109,22 @@ def test_unknown_pool_and_bad_argument():
         dx.get_memory_stats(42)
 
 
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    import psutil
+
+    end = time.monotonic() + timeout
+    while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+        assert time.monotonic() < end, f"pid {pid} did not stop"
+        time.sleep(0.01)
+
+
 def test_a_stopped_worker_keeps_its_row_with_the_info_error():
     # A worker that cannot answer (SIGSTOP) must not hang the inspection: its Info call times out.
     pool = snakepit.start_pool("dx-stop", pool_size=2, history_interval=None, heartbeat_interval=None)
     victim = pool.list_workers()[0]
     try:
         os.kill(victim.pid, signal.SIGSTOP)
+        _wait_stopped(victim.pid)  # kill() returns before the process has stopped
         stats = dx.ProfileInspector(info_timeout=0.3).get_pool_stats(pool)
         rows = {w.worker_id: w for w in stats.workers}
         assert rows[victim.worker_id].info_error == "DEADLINE_EXCEEDED"
@@ -365,6 +375,8 @@ def test_default_pool_stats_reads_cached_heartbeat_figures_without_asking_the_wo
         for w in pool.list_workers():
             os.kill(w.pid, signal.SIGSTOP)
             stopped.append(w.pid)
+        for pid in stopped:
+            _wait_stopped(pid)
         inspector = dx.ProfileInspector(info_timeout=10.0)
         t0 = time.monotonic()
         stats = inspector.get_pool_stats(pool)
