@@ -462,9 +462,15 @@ class Panel:
             if not self._paused:
                 self.refresh()
 
+    def _memory_max_age(self, pool: Any) -> float:
+        """How old memory figures may be: the workers' heartbeats bring them (one interval,
+        plus the lifecycle loop's second), so asking fresher would measure live each refresh."""
+        heartbeat = getattr(getattr(pool, "config", None), "heartbeat_interval", None) or 0.0
+        return max(2.0, 2 * self.interval, heartbeat + 1.5)
+
     def _refresh(self) -> None:
         pools = self.pools()
-        snaps = [_diag.snapshot(p, capacity=False, memory_max_age_s=max(2.0, 2 * self.interval)) for p in pools]
+        snaps = [_diag.snapshot(p, capacity=False, memory_max_age_s=self._memory_max_age(p)) for p in pools]
         names = [p.name for p in pools]
         for pool in pools:
             if pool.name not in self._sections:
