@@ -14,30 +14,54 @@ See docs/ for the architecture, the lifecycle and diagnostics.
 """
 from __future__ import annotations
 
-from . import telemetry
-from .api import get_pool, list_pools, shutdown, start_pool, stop_pool
-from .config import PoolConfig
-from .errors import (
-    ConfigError,
-    PayloadTooLargeError,
-    PoolClosedError,
-    PoolExistsError,
-    PoolNotFoundError,
-    PoolSaturatedError,
-    QueueTimeoutError,
-    RemoteError,
-    RequestCancelledError,
-    RequestTimeoutError,
-    SerializationError,
-    SnakepitError,
-    UnknownCommandError,
-    WorkerCrashedError,
-    WorkerStartError,
-)
-from .pool import Pool, RunResult, Session, SnakepitFuture, WorkerInfo
-from .worker.adapter import Adapter, Cancelled, RequestContext, command, current_request
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public name -> the submodule that defines it. Nothing is imported until a name is first
+# used (PEP 562): a worker process (``python -m snakepit.worker``, and the forkserver zygote
+# that forks workers) imports the ``snakepit`` package too, and must not pay for the manager
+# side (pool, gRPC client, launcher, config) it never uses (issue 7).
+_LAZY = {
+    "Adapter": "worker.adapter",
+    "Cancelled": "worker.adapter",
+    "ConfigError": "errors",
+    "PayloadTooLargeError": "errors",
+    "Pool": "pool",
+    "PoolClosedError": "errors",
+    "PoolConfig": "config",
+    "PoolExistsError": "errors",
+    "PoolNotFoundError": "errors",
+    "PoolSaturatedError": "errors",
+    "QueueTimeoutError": "errors",
+    "RemoteError": "errors",
+    "RequestCancelledError": "errors",
+    "RequestContext": "worker.adapter",
+    "RequestTimeoutError": "errors",
+    "RunResult": "pool",
+    "SerializationError": "errors",
+    "Session": "pool",
+    "SnakepitError": "errors",
+    "SnakepitFuture": "pool",
+    "UnknownCommandError": "errors",
+    "WorkerCrashedError": "errors",
+    "WorkerInfo": "pool",
+    "WorkerStartError": "errors",
+    "command": "worker.adapter",
+    "current_request": "worker.adapter",
+    "get_pool": "api",
+    "list_pools": "api",
+    "shutdown": "api",
+    "start_pool": "api",
+    "stop_pool": "api",
+}
+# Submodules reachable as attributes without an explicit import (``snakepit.telemetry``,
+# ``snakepit.diagnostics`` — the latter pulls in pandas, so it was always lazy).
+_SUBMODULES = frozenset({
+    "admin", "api", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
+    "pool", "profiles", "protocol", "runtime", "signals", "telemetry", "worker",
+})
 
 __all__ = [
     "Adapter",
@@ -75,9 +99,41 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: diagnostics pulls in pandas
-    if name == "diagnostics":
-        import importlib
-
-        return importlib.import_module(".diagnostics", __name__)
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import telemetry
+    from .api import get_pool, list_pools, shutdown, start_pool, stop_pool
+    from .config import PoolConfig
+    from .errors import (
+        ConfigError,
+        PayloadTooLargeError,
+        PoolClosedError,
+        PoolExistsError,
+        PoolNotFoundError,
+        PoolSaturatedError,
+        QueueTimeoutError,
+        RemoteError,
+        RequestCancelledError,
+        RequestTimeoutError,
+        SerializationError,
+        SnakepitError,
+        UnknownCommandError,
+        WorkerCrashedError,
+        WorkerStartError,
+    )
+    from .pool import Pool, RunResult, Session, SnakepitFuture, WorkerInfo
+    from .worker.adapter import Adapter, Cancelled, RequestContext, command, current_request
