@@ -15,7 +15,9 @@ See docs/ for the architecture, the lifecycle and diagnostics.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -53,7 +55,6 @@ _LAZY = {
     "get_pool": "api",
     "list_pools": "api",
     "shutdown": "api",
-    "start_pool": "api",
     "stop_pool": "api",
 }
 # Submodules reachable as attributes without an explicit import (``snakepit.telemetry``,
@@ -99,6 +100,54 @@ __all__ = [
 ]
 
 
+def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist_ok: bool = False,
+               **options: Any) -> Pool:
+    """Start a named pool of worker processes and return it once every worker is ready.
+
+    Args:
+        name: the pool's name (ignored when ``config`` is given).
+        config: a ready :class:`PoolConfig`; otherwise ``options`` are its settings.
+        exist_ok: return the running pool of that name instead of raising.
+        **options: any :class:`PoolConfig` setting, e.g. ``profile="thread"``, ``pool_size=2``,
+            ``threads_per_worker=8``, ``worker_ttl=3600``.
+
+    Example::
+
+        pool = snakepit.start_pool("hpc", profile="thread", pool_size=2, threads_per_worker=8)
+
+    Raises:
+        ConfigError: a setting is wrong (``err.key`` names it), including an adapter that
+            cannot be loaded or is not thread-safe for the thread profile.
+        PoolExistsError: a pool of that name runs already (and ``exist_ok`` is False).
+        WorkerStartError: workers did not become ready within ``startup_timeout``.
+    """
+    # snakepit.api.start_pool does the work. The first call in a process also imports the
+    # manager side (gRPC, protobuf: ≈ 0.1 s); the forkserver zygote is started first, so that
+    # its own start overlaps with that import (issue 7).
+    release = _prestart_zygote(name, config, options) if "snakepit.pool" not in sys.modules else None
+    try:
+        from .api import start_pool as _start_pool
+
+        return _start_pool(name, config=config, exist_ok=exist_ok, **options)
+    finally:
+        if release is not None:
+            release()
+
+
+def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], None] | None
+    try:
+        from .config import PoolConfig
+        from .launcher import default_launcher, worker_pythonpath
+        from .profiles import get_profile
+
+        cfg = config if config is not None else PoolConfig.from_options(name, **options)
+        env = get_profile(cfg.profile).environment(cfg, dict(os.environ))
+        env["PYTHONPATH"] = worker_pythonpath(env.get("PYTHONPATH"))
+        return default_launcher().prestart(cfg.python, env, cfg.start_method)
+    except Exception:  # noqa: BLE001 - an optimisation only: start_pool reports bad settings
+        return None
+
+
 def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is not None:
@@ -116,7 +165,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from . import telemetry
-    from .api import get_pool, list_pools, shutdown, start_pool, stop_pool
+    from .api import get_pool, list_pools, shutdown, stop_pool
     from .config import PoolConfig
     from .errors import (
         ConfigError,

@@ -49,7 +49,7 @@ def test_import_does_not_load_the_manager_side():
 def test_lazy_names_resolve_to_their_definitions():
     code = ("import snakepit; from snakepit import start_pool, Pool, PoolConfig, telemetry, WorkerCrashedError;"
             " import snakepit.api, snakepit.pool, snakepit.config, snakepit.errors;"
-            " assert start_pool is snakepit.api.start_pool and Pool is snakepit.pool.Pool;"
+            " assert Pool is snakepit.pool.Pool;"
             " assert PoolConfig is snakepit.config.PoolConfig and telemetry is snakepit.telemetry;"
             " assert WorkerCrashedError is snakepit.errors.WorkerCrashedError;"
             " ns = {}; exec('from snakepit import *', ns); assert set(snakepit.__all__) <= set(ns);"
@@ -62,3 +62,14 @@ def test_lazy_names_resolve_to_their_definitions():
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("unknown attribute did not raise")
+
+
+def test_start_pool_keeps_the_api_signature_and_doc():
+    # snakepit.start_pool starts the forkserver zygote before importing the manager side,
+    # then calls snakepit.api.start_pool: same signature, same documentation.
+    import inspect
+
+    import snakepit.api
+
+    assert inspect.signature(snakepit.start_pool) == inspect.signature(snakepit.api.start_pool)
+    assert snakepit.start_pool.__doc__ == snakepit.api.start_pool.__doc__

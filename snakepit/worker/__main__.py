@@ -130,6 +130,9 @@ def _zygote(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the inherited objects
     start_cwd = os.getcwd()
+    # sys.path without what our own PYTHONPATH put there: a worker puts its own in front (below).
+    own_pythonpath = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    base_path = [p for p in sys.path[1:] if p not in own_pythonpath]
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -182,8 +185,13 @@ def _zygote(argv: list[str]) -> int:
                 os.chdir(req["cwd"])
                 if sys.path and sys.path[0] == start_cwd:
                     sys.path[0] = os.getcwd()
-            extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
-            sys.path[1:1] = extra
+            # The sys.path a spawned worker would have: its PYTHONPATH, then the interpreter's.
+            wanted: list[str] = []
+            for entry in req["env"].get("PYTHONPATH", "").split(os.pathsep):
+                entry = os.path.abspath(entry) if entry else ""
+                if entry and entry not in wanted:
+                    wanted.append(entry)
+            sys.path[1:] = wanted + [p for p in base_path if p not in wanted]
             _set_cmdline([sys.executable, "-m", "snakepit.worker", *wargs])
             sys.argv = [sys.argv[0], *wargs]
             code = main(wargs)
