@@ -184,3 +184,25 @@ def test_first_start_pool_prestarts_the_zygote_and_never_leaves_it_idle():
     out = subprocess.run([sys.executable, "-c", PRESTART], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[] 1 True", out.stdout + out.stderr
+
+
+def test_forked_worker_environment_is_exactly_the_pools():
+    # Workers of two pools share a zygote (started with the first pool's environment); each
+    # worker's environment is its own pool's, variables removed and changed included.
+    first = snakepit.start_pool("t-env-1", pool_size=1, start_method="forkserver",
+                                env={"SNAKEPIT_T_ONLY_FIRST": "1", "SNAKEPIT_T_BOTH": "first"})
+    second = snakepit.start_pool("t-env-2", pool_size=1, start_method="forkserver",
+                                 env={"SNAKEPIT_T_BOTH": "second"})
+    code = "import os; dict(os.environ)"
+    try:
+        assert _zygote_of(first).pid == _zygote_of(second).pid
+        env1, env2 = first.run_code(code).result, second.run_code(code).result
+        assert env1["SNAKEPIT_T_ONLY_FIRST"] == "1" and env1["SNAKEPIT_T_BOTH"] == "first"
+        assert "SNAKEPIT_T_ONLY_FIRST" not in env2 and env2["SNAKEPIT_T_BOTH"] == "second"
+        # what the C library sees too (subprocesses inherit it)
+        out = second.run_code("import subprocess; subprocess.run(['sh', '-c', 'echo $SNAKEPIT_T_BOTH"
+                              ":${SNAKEPIT_T_ONLY_FIRST-unset}'], capture_output=True, text=True).stdout").result
+        assert out.strip() == "second:unset"
+    finally:
+        first.stop()
+        second.stop()
