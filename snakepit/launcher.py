@@ -12,7 +12,7 @@ pool asks a :class:`Launcher` for :class:`WorkerProcess` handles and never touch
 
 Two start methods (``PoolConfig.start_method``, or ``$SNAKEPIT_START_METHOD``):
 
-* ``forkserver`` (opt-in; Linux with ``pidfd`` and ``SCM_RIGHTS``): one template
+* ``forkserver`` (the default on Linux with ``pidfd`` and ``SCM_RIGHTS``): one template
   process per interpreter (the *zygote*, ``python -m snakepit.worker --zygote``) imports
   gRPC and the worker side of snakepit once, creates no thread and no gRPC object, and forks
   each worker on request; the worker then starts its own gRPC server, exactly as a spawned
@@ -69,7 +69,7 @@ def forkserver_available() -> bool:
 
 
 def default_start_method() -> str:
-    """``$SNAKEPIT_START_METHOD`` if set, else ``spawn`` (``forkserver`` is opt-in until soaked).
+    """``$SNAKEPIT_START_METHOD`` if set, else ``forkserver`` where it is available, else ``spawn``.
 
     ``forkserver`` only serves workers of this very interpreter and environment; a pool with
     another ``python=`` (a wrapper script, another venv) is spawned whatever the method.
@@ -77,7 +77,7 @@ def default_start_method() -> str:
     env = os.environ.get(START_METHOD_ENV)
     if env in START_METHODS:
         return env
-    return "spawn"
+    return "forkserver" if forkserver_available() else "spawn"
 
 
 class ReadyReport(dict):

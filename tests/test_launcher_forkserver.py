@@ -34,6 +34,24 @@ SYS_PATH = "import sys; list(sys.path)"
 PREFIX_AND_FLAGS = "import sys; (sys.prefix, sys.flags.optimize, hash('snakepit'))"
 
 
+def test_forkserver_is_the_default(monkeypatch):
+    monkeypatch.delenv("SNAKEPIT_START_METHOD", raising=False)
+    assert default_start_method() == "forkserver"
+    pool = snakepit.start_pool("t-default-method", pool_size=2)
+    try:
+        zygote = _zygote_of(pool)
+        assert "--zygote" in zygote.cmdline()
+        assert zygote.ppid() == os.getpid()
+        for w in pool.list_workers():  # a forked worker shows its own command line
+            cmd = psutil.Process(w.pid).cmdline()
+            assert cmd[1:3] == ["-m", "snakepit.worker"] and "--socket" in cmd and "--zygote" not in cmd
+        assert pool.execute("echo", {"x": 1}) == {"x": 1}
+    finally:
+        pool.stop()
+    # the zygote exits with its last worker
+    assert psutil.wait_procs([zygote], timeout=10)[1] == []
+
+
 @pytest.mark.parametrize("how", ["config", "env"])
 def test_spawn_stays_selectable(monkeypatch, how):
     if how == "env":
