@@ -140,13 +140,17 @@ def test_sys_path_is_the_one_a_spawned_worker_gets(tmp_path):
             pool.stop()
     assert str(extra) in paths["spawn"]
     assert paths["forkserver"] == paths["spawn"]
-    # A second pool on the same zygote does not inherit the first one's PYTHONPATH.
-    first = snakepit.start_pool("t-path-1", pool_size=1, start_method="forkserver", env={"PYTHONPATH": str(extra)})
+    # A second pool on the same zygote does not inherit the first one's PYTHONPATH, but keeps
+    # the interpreter's own paths even when the first one's repeated them.
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
+    first = snakepit.start_pool("t-path-1", pool_size=1, start_method="forkserver",
+                                env={"PYTHONPATH": os.pathsep.join([str(extra), site_packages])})
     second = snakepit.start_pool("t-path-2", pool_size=1, start_method="forkserver")
     try:
         assert _zygote_of(first).pid == _zygote_of(second).pid
         assert str(extra) in first.run_code(SYS_PATH).result
-        assert str(extra) not in second.run_code(SYS_PATH).result
+        second_path = second.run_code(SYS_PATH).result
+        assert str(extra) not in second_path and site_packages in second_path
     finally:
         first.stop()
         second.stop()

@@ -164,7 +164,7 @@ async def _warm_up_service(loop) -> None:  # type: ignore[no-untyped-def]
             break
     await service.Ping(pb.PingRequest(message="warm-up"), None)
     service.metrics()
-    await asyncio.wait_for(task, 5.0)
+    await asyncio.wait_for(task, 1.0)
 
 
 def _fill_free_blocks() -> list:
@@ -266,18 +266,27 @@ def _zygote(argv: list[str]) -> int:
 
     from . import builtin, server  # noqa: F401
 
-    for _ in range(2):  # more rounds measured no different (idle USS)
-        _warm_up()
-    _parser()  # built once, reused by every worker
     global _held
-    gc.collect()
-    # The fills create no cyclic garbage: no collection runs after them (≈ 6 ms each).
-    _held = (_fill_malloc_bins(), _fill_free_blocks())
+    try:
+        for _ in range(2):  # more rounds measured no different (idle USS)
+            _warm_up()
+        _parser()  # built once, reused by every worker
+        gc.collect()
+        # The fills create no cyclic garbage: no collection runs after them (≈ 6 ms each).
+        _held = (_fill_malloc_bins(), _fill_free_blocks())
+    except Exception as exc:  # noqa: BLE001 - only memory and speed depend on it
+        print(f"snakepit zygote: warm-up failed, workers will use more memory: {exc!r}", file=sys.stderr)
+        gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the inherited objects
     start_cwd = os.getcwd()
-    # sys.path without what our own PYTHONPATH put there: a worker puts its own in front (below).
+    # sys.path without what our own PYTHONPATH put there (but the interpreter's own paths, which
+    # it may repeat): a worker puts its pool's PYTHONPATH in front instead (below).
     own_pythonpath = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
-    base_path = [p for p in sys.path[1:] if p not in own_pythonpath]
+    interpreter = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    import site
+
+    user_site = getattr(site, "USER_SITE", None)
+    base_path = [p for p in sys.path[1:] if p not in own_pythonpath or p.startswith(interpreter) or p == user_site]
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
