@@ -124,7 +124,10 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
     # snakepit.api.start_pool does the work. The first call in a process also imports the
     # manager side (gRPC, protobuf: ≈ 0.1 s); the forkserver zygote is started first, so that
     # its own start overlaps with that import (issue 7).
-    release = _prestart_zygote(name, config, options) if "snakepit.pool" not in sys.modules else None
+    release = None
+    if "snakepit.pool" not in sys.modules:
+        release = _prestart_zygote(name, config, options)
+        _preimport(config, options)
     try:
         from .api import start_pool as _start_pool
 
@@ -151,6 +154,29 @@ def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], 
         return default_launcher().prestart(python, env, settings.get("start_method"))
     except Exception:  # noqa: BLE001 - an optimisation only: start_pool reports bad settings
         return None
+
+
+def _preimport(config: Any, options: dict) -> None:
+    """Import, on a thread, what start_pool imports only after the workers are ready (the
+    admin endpoint, the history sampler): it runs while the main thread waits for the zygote
+    and the workers, instead of after them."""
+    import threading
+
+    from .signals import start_thread
+
+    names = [".admin"]
+    interval = config.history_interval if config is not None else options.get("history_interval", 1.0)
+    if interval:
+        names.append(".diagnostics.history")
+
+    def run() -> None:
+        for module in names:
+            try:
+                importlib.import_module(module, __name__)
+            except Exception:  # noqa: BLE001 - imported (and reported) again where it is used
+                pass
+
+    start_thread(threading.Thread(target=run, name="snakepit-preimport", daemon=True))
 
 
 def __getattr__(name: str):
