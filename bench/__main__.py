@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "default"),
                     help="snakepit's worker start method in this run (PoolConfig.start_method)")
     ap.add_argument("--pipeline-depth", type=int, default=0,
-                    help="PoolConfig.pipeline_depth of the snakepit pools (default 0, the pool's default)")
+                    help="PoolConfig.pipeline_depth of the snakepit pools (default: unset, i.e. the pool's automatic pipelining)")
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else FULL)
     peers = [p for p in args.peers.split(",") if p] or ALL_PEERS

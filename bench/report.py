@@ -136,7 +136,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"## Benchmark results ({'quick' if meta.get('quick') else 'full'} run)",
         "",
         f"{meta['date']} · {meta['machine']} · Python {meta['python']} · commit {meta.get('commit') or '?'}"
-        f" · snakepit start_method={meta.get('start_method')}, pipeline_depth={meta.get('pipeline_depth', 0)}"
+        f" · snakepit start_method={meta.get('start_method')}, pipeline_depth={meta.get('pipeline_depth') or 'automatic'}"
         f" · run took {meta.get('total_s', 0):.0f} s",
         "",
         "Each cell: value (ratio to ProcessPoolExecutor). Times: lower is better; tasks/s: higher "
@@ -163,7 +163,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if partial:
         lines += ["", "Time-bounded (rate measured on fewer tasks): " + "; ".join(partial) + "."]
     if "snakepit-process-spawn" in peers:
-        lines += ["", "snakepit-process-spawn: the same pool with start_method=\"spawn\" (the default), "
+        lines += ["", "snakepit-process-spawn: the same pool with start_method=\"spawn\" (forkserver is the default), "
                   "for the start-up and memory rows."]
     lines += ["", "100-worker rows skip ipyparallel and Dask (a 16-worker start already takes them "
               "10–20 s here; 100 would not fit the run's time bound)."]

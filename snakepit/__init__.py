@@ -14,30 +14,55 @@ See docs/ for the architecture, the lifecycle and diagnostics.
 """
 from __future__ import annotations
 
-from . import telemetry
-from .api import get_pool, list_pools, shutdown, start_pool, stop_pool
-from .config import PoolConfig
-from .errors import (
-    ConfigError,
-    PayloadTooLargeError,
-    PoolClosedError,
-    PoolExistsError,
-    PoolNotFoundError,
-    PoolSaturatedError,
-    QueueTimeoutError,
-    RemoteError,
-    RequestCancelledError,
-    RequestTimeoutError,
-    SerializationError,
-    SnakepitError,
-    UnknownCommandError,
-    WorkerCrashedError,
-    WorkerStartError,
-)
-from .pool import Pool, RunResult, Session, SnakepitFuture, WorkerInfo
-from .worker.adapter import Adapter, Cancelled, RequestContext, command, current_request
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the submodule that defines it. Nothing is imported until a name is first
+# used (PEP 562): a worker process (``python -m snakepit.worker``, and the forkserver zygote
+# that forks workers) imports the ``snakepit`` package too, and must not pay for the manager
+# side (pool, gRPC client, launcher, config) it never uses (issue 7).
+_LAZY = {
+    "Adapter": "worker.adapter",
+    "Cancelled": "worker.adapter",
+    "ConfigError": "errors",
+    "PayloadTooLargeError": "errors",
+    "Pool": "pool",
+    "PoolClosedError": "errors",
+    "PoolConfig": "config",
+    "PoolExistsError": "errors",
+    "PoolNotFoundError": "errors",
+    "PoolSaturatedError": "errors",
+    "QueueTimeoutError": "errors",
+    "RemoteError": "errors",
+    "RequestCancelledError": "errors",
+    "RequestContext": "worker.adapter",
+    "RequestTimeoutError": "errors",
+    "RunResult": "pool",
+    "SerializationError": "errors",
+    "Session": "pool",
+    "SnakepitError": "errors",
+    "SnakepitFuture": "pool",
+    "UnknownCommandError": "errors",
+    "WorkerCrashedError": "errors",
+    "WorkerInfo": "pool",
+    "WorkerStartError": "errors",
+    "command": "worker.adapter",
+    "current_request": "worker.adapter",
+    "get_pool": "api",
+    "list_pools": "api",
+    "shutdown": "api",
+    "stop_pool": "api",
+}
+# Submodules reachable as attributes without an explicit import (``snakepit.telemetry``,
+# ``snakepit.diagnostics`` — the latter pulls in pandas, so it was always lazy).
+_SUBMODULES = frozenset({
+    "admin", "api", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
+    "pool", "profiles", "protocol", "runtime", "signals", "telemetry", "worker",
+})
 
 __all__ = [
     "Adapter",
@@ -75,9 +100,120 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: diagnostics pulls in pandas
-    if name == "diagnostics":
-        import importlib
+def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist_ok: bool = False,
+               **options: Any) -> Pool:
+    """Start a named pool of worker processes and return it once every worker is ready.
 
-        return importlib.import_module(".diagnostics", __name__)
+    Args:
+        name: the pool's name (ignored when ``config`` is given).
+        config: a ready :class:`PoolConfig`; otherwise ``options`` are its settings.
+        exist_ok: return the running pool of that name instead of raising.
+        **options: any :class:`PoolConfig` setting, e.g. ``profile="thread"``, ``pool_size=2``,
+            ``threads_per_worker=8``, ``worker_ttl=3600``.
+
+    Example::
+
+        pool = snakepit.start_pool("hpc", profile="thread", pool_size=2, threads_per_worker=8)
+
+    Raises:
+        ConfigError: a setting is wrong (``err.key`` names it), including an adapter that
+            cannot be loaded or is not thread-safe for the thread profile.
+        PoolExistsError: a pool of that name runs already (and ``exist_ok`` is False).
+        WorkerStartError: workers did not become ready within ``startup_timeout``.
+    """
+    # snakepit.api.start_pool does the work. The first call in a process also imports the
+    # manager side (gRPC, protobuf: ≈ 0.1 s); the forkserver zygote is started first, so that
+    # its own start overlaps with that import (issue 7).
+    release = None
+    if "snakepit.pool" not in sys.modules:
+        release = _prestart_zygote(name, config, options)
+        _preimport(config, options)
+    try:
+        from .api import start_pool as _start_pool
+
+        return _start_pool(name, config=config, exist_ok=exist_ok, **options)
+    finally:
+        if release is not None:
+            release()
+
+
+def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], None] | None
+    """Start the zygote this pool will use, before importing anything heavy (not even
+    ``snakepit.config``: dataclasses and inspect are ≈ 15 ms). The zygote is started with the
+    pool's environment but for the native thread limits, which are not part of its identity
+    and which each worker gets from its pool anyway."""
+    try:
+        from .launcher import default_launcher, worker_pythonpath
+        from .profiles.base import BASE_ENV
+
+        settings = options if config is None else {
+            "python": config.python, "env": config.env, "start_method": config.start_method}
+        python = settings.get("python") or sys.executable
+        env = {**os.environ, **BASE_ENV, **dict(settings.get("env") or {})}
+        env["PYTHONPATH"] = worker_pythonpath(env.get("PYTHONPATH"))
+        return default_launcher().prestart(python, env, settings.get("start_method"))
+    except Exception:  # noqa: BLE001 - an optimisation only: start_pool reports bad settings
+        return None
+
+
+def _preimport(config: Any, options: dict) -> None:
+    """Import, on a thread, what start_pool imports only after the workers are ready (the
+    admin endpoint, the history sampler): it runs while the main thread waits for the zygote
+    and the workers, instead of after them."""
+    import threading
+
+    from .signals import start_thread
+
+    names = [".admin"]
+    interval = config.history_interval if config is not None else options.get("history_interval", 1.0)
+    if interval:
+        names.append(".diagnostics.history")
+
+    def run() -> None:
+        for module in names:
+            try:
+                importlib.import_module(module, __name__)
+            except Exception:  # noqa: BLE001 - imported (and reported) again where it is used
+                pass
+
+    start_thread(threading.Thread(target=run, name="snakepit-preimport", daemon=True))
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import telemetry
+    from .api import get_pool, list_pools, shutdown, stop_pool
+    from .config import PoolConfig
+    from .errors import (
+        ConfigError,
+        PayloadTooLargeError,
+        PoolClosedError,
+        PoolExistsError,
+        PoolNotFoundError,
+        PoolSaturatedError,
+        QueueTimeoutError,
+        RemoteError,
+        RequestCancelledError,
+        RequestTimeoutError,
+        SerializationError,
+        SnakepitError,
+        UnknownCommandError,
+        WorkerCrashedError,
+        WorkerStartError,
+    )
+    from .pool import Pool, RunResult, Session, SnakepitFuture, WorkerInfo
+    from .worker.adapter import Adapter, Cancelled, RequestContext, command, current_request

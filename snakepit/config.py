@@ -76,11 +76,13 @@ class PoolConfig:
         history_interval: seconds between diagnostics samples (``None``: no background sampling).
         history_size: samples kept per pool (a ring buffer).
         start_method: how worker processes are started: ``"forkserver"`` (fork each worker
-            from a warmed template process that imported gRPC and snakepit once: ≈ 1 ms and
-            ≈ 5 MB USS per worker), ``"spawn"`` (a fresh ``python -m snakepit.worker`` each:
-            ≈ 0.2 s of CPU and ≈ 20 MB USS), or ``None``: ``$SNAKEPIT_START_METHOD``, else
-            ``spawn``. ``forkserver`` needs Linux and the pool's own interpreter; otherwise
-            workers are spawned. See docs/performance.md.
+            from a warmed template process that imported gRPC and snakepit's worker side once:
+            ≈ 1 ms and ≈ 5 MB USS per worker), ``"spawn"`` (a fresh ``python -m
+            snakepit.worker`` each: ≈ 0.2 s of CPU and ≈ 19 MB USS), or ``None``:
+            ``$SNAKEPIT_START_METHOD``, else ``forkserver`` where available (Linux), else
+            ``spawn``. ``forkserver`` serves only the pool's own interpreter: with another
+            ``python`` (a wrapper script, another venv) workers are spawned. See
+            docs/lifecycle.md and docs/performance.md.
         pipeline_depth: how many requests the pool may send ahead to a busy worker, to wait
             *there* rather than in the pool's queue, so that the worker starts the next one
             without a round trip and requests sent together travel in one gRPC message. They

@@ -12,13 +12,12 @@ pool asks a :class:`Launcher` for :class:`WorkerProcess` handles and never touch
 
 Two start methods (``PoolConfig.start_method``, or ``$SNAKEPIT_START_METHOD``):
 
-* ``spawn``: ``Popen([python, "-m", "snakepit.worker", ...])``; every worker imports gRPC
-  and snakepit itself (≈ 0.2 s of CPU and ≈ 20 MB USS each).
-* ``forkserver`` (opt-in; Linux with ``pidfd`` and ``SCM_RIGHTS``): one template
+* ``forkserver`` (the default on Linux with ``pidfd`` and ``SCM_RIGHTS``): one template
   process per interpreter (the *zygote*, ``python -m snakepit.worker --zygote``) imports
-  gRPC and snakepit once, creates no thread and no gRPC object, and forks each worker on
-  request; the worker then starts its own gRPC server, exactly as a spawned one. Forking
-  costs ≈ 1 ms and the worker shares the zygote's pages (≈ 2–4 MB USS). Issue 7.
+  gRPC and the worker side of snakepit once, creates no thread and no gRPC object, and forks
+  each worker on request; the worker then starts its own gRPC server, exactly as a spawned
+  one. Forking costs ≈ 1 ms and the worker shares the zygote's pages (≈ 5 MB USS).
+  Issue 7.
 
   The zygote is a child of the spawner thread with ``PR_SET_PDEATHSIG``; its workers set
   ``PR_SET_PDEATHSIG`` against the zygote and keep the manager's parent-alive pipe, so they
@@ -26,7 +25,11 @@ Two start methods (``PoolConfig.start_method``, or ``$SNAKEPIT_START_METHOD``):
   control socket (read by the reaper thread), so ``WorkerProcess`` behaves the same. It
   exits when its last worker is gone (and at once if the manager dies). Interpreter-level
   environment (``PYTHON*`` but ``PYTHONPATH``, ``LD_*``, ``MALLOC_*``, ``GRPC_*``) is part of
-  a zygote's identity: a pool that changes it gets a zygote of its own.
+  a zygote's identity: a pool that changes it gets a zygote of its own. A pool whose
+  ``python`` is not this interpreter (another path, a wrapper script, another venv) is
+  always spawned, as is every pool when the zygote cannot start.
+* ``spawn``: ``Popen([python, "-m", "snakepit.worker", ...])``; every worker imports gRPC
+  and snakepit itself (≈ 0.2 s of CPU and ≈ 19 MB USS each).
 """
 from __future__ import annotations
 
@@ -66,16 +69,15 @@ def forkserver_available() -> bool:
 
 
 def default_start_method() -> str:
-    """``$SNAKEPIT_START_METHOD`` if set, else ``spawn``.
+    """``$SNAKEPIT_START_METHOD`` if set, else ``forkserver`` where it is available, else ``spawn``.
 
-    ``forkserver`` is opt-in for now: it is what reaches issue 7's start-up and memory goals
-    and it passes the test suite, but it has not had a soak under load yet
-    (docs/performance.md).
+    ``forkserver`` only serves workers of this very interpreter and environment; a pool with
+    another ``python=`` (a wrapper script, another venv) is spawned whatever the method.
     """
     env = os.environ.get(START_METHOD_ENV)
     if env in START_METHODS:
         return env
-    return "spawn"
+    return "forkserver" if forkserver_available() else "spawn"
 
 
 class ReadyReport(dict):
@@ -444,10 +446,14 @@ class Launcher:
             return None
         # Only this very interpreter: a wrapper script or another environment may set
         # variables, flags or paths that a fork of our template would not have.
+        # The same file is not enough: a venv's python is a symlink to its base interpreter,
+        # and the interpreter finds its prefix (pyvenv.cfg) next to the path it was started as.
         try:
             if not os.path.samefile(argv[0], sys.executable):
                 return None
         except OSError:
+            return None
+        if os.path.dirname(os.path.abspath(argv[0])) != os.path.dirname(os.path.abspath(sys.executable)):
             return None
         sig = tuple(sorted((k, v) for k, v in env.items()
                            if k.startswith(_INTERPRETER_ENV_PREFIXES) and k not in _NOT_INTERPRETER_ENV))
@@ -482,6 +488,56 @@ class Launcher:
                 del self._zygotes[z.key]
                 return True
         return False
+
+    def prestart(self, python: str, env: Mapping[str, str], start_method: str | None = None) -> Callable[[], None] | None:
+        """Start, in the background, the zygote that workers of ``python`` and ``env`` would use.
+
+        For the first ``start_pool`` of a process: the zygote's ≈ 0.15 s start then overlaps
+        with the manager importing the pool side (gRPC, protobuf, ≈ 0.1 s). Returns a
+        ``release()`` to call once the pool started (the zygote is closed if no worker came
+        of it), or None when there is nothing to start: another start method, an interpreter
+        a zygote cannot serve, or a zygote for that key exists already.
+        """
+        method = start_method or env.get(START_METHOD_ENV) or default_start_method()
+        if method != "forkserver" or not forkserver_available():
+            return None
+        key = self._zygote_key([python, "-m", "snakepit.worker"], env)
+        if key is None or key in self._zygote_failures:
+            return None
+        with self._zygote_lock:
+            z = self._zygotes.get(key)
+            if z is not None and not z.closed:
+                return None
+        held: list[_Zygote] = []
+
+        def start() -> None:  # (spawner thread) so its PR_SET_PDEATHSIG is tied to that thread
+            with self._zygote_lock:
+                z = self._zygotes.get(key)
+                if z is not None and not z.closed:
+                    return
+            try:
+                z = _Zygote(key, python, env)
+            except Exception as exc:  # noqa: BLE001 - the pool falls back to spawn
+                self._zygote_failures[key] = str(exc)
+                log.warning("forkserver start failed (%s); starting workers with spawn", exc)
+                return
+            with self._zygote_lock:
+                self._zygotes[key] = z
+                z.reserved += 1
+            held.append(z)
+            self._reaper.watch_zygote(z)
+
+        def release() -> None:  # (spawner thread) after the pool's own starts, in order
+            for z in held:
+                with self._zygote_lock:
+                    z.reserved -= 1
+                    idle = not z.reserved and not z.workers and not z.pending
+                if idle and self._forget_zygote(z):
+                    self._reaper.close_zygote(z)
+            held.clear()
+
+        self._requests.put((start, Future()))
+        return lambda: self._requests.put((release, Future()))
 
     def _spawn_loop(self) -> None:
         while True:
@@ -591,6 +647,24 @@ class Launcher:
         for proc in procs:
             reports.setdefault(proc, ReadyReport(ok=False, error=f"not ready within {timeout:.3g}s (startup_timeout)"))
         return reports
+
+
+def worker_pythonpath(existing: str | None) -> str:
+    """The PYTHONPATH a pool gives its workers: ``existing`` first, then this process's own
+    import paths but the interpreter's.
+
+    Like multiprocessing's spawn start method, workers can then import what the manager can
+    (modules next to a script or notebook, test directories, ``sys.path`` tweaks), so that
+    functions passed by reference unpickle. (Here rather than in ``snakepit.pool``:
+    :meth:`Launcher.prestart` needs it before that module is imported.)"""
+    skip = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    paths = [p for p in (existing or "").split(os.pathsep) if p]
+    for entry in sys.path:
+        entry = os.path.abspath(entry or os.getcwd())
+        if entry.startswith(skip) or entry in paths or not os.path.isdir(entry):
+            continue
+        paths.append(entry)
+    return os.pathsep.join(paths)
 
 
 def _kill_orphaned_start(fut: "Future[WorkerProcess]") -> None:

@@ -51,7 +51,7 @@ from .errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
-from .launcher import Launcher, WorkerProcess, default_launcher
+from .launcher import Launcher, WorkerProcess, default_launcher, worker_pythonpath
 from .lifecycle import LifecycleMonitor, _rss_mb
 from .profiles import get_profile
 from .protocol import codec
@@ -361,7 +361,7 @@ class Pool:
         self.saturation_history: collections.deque[float] = collections.deque(maxlen=1000)
         self._options_file = self._write_adapter_options()
         self._env = self.profile.environment(config, dict(os.environ))
-        self._env["PYTHONPATH"] = _worker_pythonpath(self._env.get("PYTHONPATH"))
+        self._env["PYTHONPATH"] = worker_pythonpath(self._env.get("PYTHONPATH"))
         self.lifecycle: Any = None
         self.history: Any = None
         try:
@@ -1825,25 +1825,6 @@ def _iterate_stream(pool: Pool, call: _Call, cancel: threading.Event | None = No
                 pool._drop_queued(call)
             if call.worker is not None:
                 pool._cancel_running(call, "stream closed by the caller")
-
-
-def _worker_pythonpath(existing: str | None) -> str:
-    """The workers' PYTHONPATH: the given one first, then this process's own import paths.
-
-    Like multiprocessing's spawn start method, workers can then import what the manager
-    can (modules next to a script or notebook, test directories, ``sys.path`` tweaks), so
-    that functions passed by reference unpickle. Interpreter-owned paths are left out.
-    """
-    import sys
-
-    skip = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
-    paths = [p for p in (existing or "").split(os.pathsep) if p]
-    for entry in sys.path:
-        entry = os.path.abspath(entry or os.getcwd())
-        if entry.startswith(skip) or entry in paths or not os.path.isdir(entry):
-            continue
-        paths.append(entry)
-    return os.pathsep.join(paths)
 
 
 def _stop_processes(procs: list[WorkerProcess], grace: float) -> None:

@@ -35,3 +35,41 @@ def test_import_is_light_and_has_no_jupyter():
             " if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_import_does_not_load_the_manager_side():
+    # Workers (and the forkserver zygote) import the package too: `import snakepit` is lazy
+    # (PEP 562) and must not pull in the pool, the gRPC client or the launcher.
+    code = ("import sys, snakepit; print(sorted(m for m in sys.modules if m.startswith(('snakepit.', 'grpc',"
+            " 'google.protobuf', 'cloudpickle'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lazy_names_resolve_to_their_definitions():
+    code = ("import snakepit; from snakepit import start_pool, Pool, PoolConfig, telemetry, WorkerCrashedError;"
+            " import snakepit.api, snakepit.pool, snakepit.config, snakepit.errors;"
+            " assert Pool is snakepit.pool.Pool;"
+            " assert PoolConfig is snakepit.config.PoolConfig and telemetry is snakepit.telemetry;"
+            " assert WorkerCrashedError is snakepit.errors.WorkerCrashedError;"
+            " ns = {}; exec('from snakepit import *', ns); assert set(snakepit.__all__) <= set(ns);"
+            " assert set(snakepit.__all__) <= set(dir(snakepit)); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ok"
+    try:
+        snakepit.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("unknown attribute did not raise")
+
+
+def test_start_pool_keeps_the_api_signature_and_doc():
+    # snakepit.start_pool starts the forkserver zygote before importing the manager side,
+    # then calls snakepit.api.start_pool: same signature, same documentation.
+    import inspect
+
+    import snakepit.api
+
+    assert inspect.signature(snakepit.start_pool) == inspect.signature(snakepit.api.start_pool)
+    assert snakepit.start_pool.__doc__ == snakepit.api.start_pool.__doc__

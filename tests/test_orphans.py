@@ -32,11 +32,22 @@ else:
 """
 
 
-def _start(profile: str, ending: str) -> tuple[subprocess.Popen, list[int]]:
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, profile, ending], stdout=subprocess.PIPE, text=True)
+def _start(profile: str, ending: str, start_method: str | None = None) -> tuple[subprocess.Popen, list[int]]:
+    """Start a manager; return it and the pids of its workers and every other descendant
+    (the forkserver zygote, the default start method's template process, included)."""
+    env = dict(os.environ)
+    if start_method:
+        env["SNAKEPIT_START_METHOD"] = start_method
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, profile, ending], stdout=subprocess.PIPE, text=True,
+                            env=env)
     line = proc.stdout.readline()
     assert line, "the manager did not start"
-    return proc, json.loads(line)
+    pids = json.loads(line)
+    try:
+        pids += [c.pid for c in psutil.Process(proc.pid).children(recursive=True) if c.pid not in pids]
+    except psutil.NoSuchProcess:
+        pass
+    return proc, pids
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -60,10 +71,12 @@ def _gone_within(pids: list[int], seconds: float) -> list[int]:
     return _alive(pids)
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 @pytest.mark.parametrize("profile", ["process", "thread"])
-def test_sigkill_of_the_manager_leaves_no_worker(profile):
-    proc, pids = _start(profile, "wait")
-    assert len(pids) == 4 and len(_alive(pids)) == 4
+def test_sigkill_of_the_manager_leaves_no_worker(profile, start_method):
+    proc, pids = _start(profile, "wait", start_method)
+    # 4 workers, and with forkserver their template process (the zygote)
+    assert len(pids) == (5 if start_method == "forkserver" else 4) and len(_alive(pids)) == len(pids)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     left = _gone_within(pids, 3.0)
