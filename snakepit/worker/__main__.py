@@ -163,6 +163,14 @@ async def _warm_up_service(loop) -> None:  # type: ignore[no-untyped-def]
         if answered.is_set() or task.done():
             break
     await service.Ping(pb.PingRequest(message="warm-up"), None)
+
+    class PingContext:
+        @staticmethod
+        def time_remaining() -> float:
+            return 1.0
+
+    # The heartbeat with figures (imports snakepit.lifecycle, reads this process's memory).
+    await service.Ping(pb.PingRequest(message="warm-up", want_metrics=True, memory_max_age_s=0.0), PingContext())
     service.metrics()
     await asyncio.wait_for(task, 1.0)
 

@@ -437,7 +437,7 @@ class MemoryProbe:
         self._running: asyncio.Future | None = None
 
     def measure(self, children: bool = True) -> None:
-        from ..lifecycle import own_memory  # noqa: PLC0415 - already imported by the snakepit package
+        from ..lifecycle import own_memory  # noqa: PLC0415 - imported by the zygote's warm-up
 
         t = time.monotonic()
         result = own_memory(children)
