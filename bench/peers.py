@@ -79,6 +79,9 @@ class SnakepitPeer(Peer):
             max_queue_size=1_000_000,  # 20k tasks are submitted at once; the default 1000 would refuse them
             queue_timeout=None,
             startup_timeout=120.0,
+            # The tasks' module, imported once by the template process (forkserver): the
+            # fork-based peers inherit it from the manager the same way.
+            preload=["bench.tasks"],
         )
         if self.profile == "thread":
             opts["threads_per_worker"] = threads

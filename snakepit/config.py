@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
@@ -83,6 +83,11 @@ class PoolConfig:
             ``spawn``. ``forkserver`` serves only the pool's own interpreter: with another
             ``python`` (a wrapper script, another venv) workers are spawned. See
             docs/lifecycle.md and docs/performance.md.
+        preload: modules every worker imports before it serves (e.g. ``["numpy", "mylib.model"]``).
+            With ``forkserver`` they are imported once, in the template process, so their memory
+            is shared by all workers instead of paid by each (like
+            ``multiprocessing.set_forkserver_preload``); a module that fails to import makes
+            the workers' start fail with its error.
         pipeline_depth: how many requests the pool may send ahead to a busy worker, to wait
             *there* rather than in the pool's queue, so that the worker starts the next one
             without a round trip and requests sent together travel in one gRPC message. They
@@ -118,6 +123,7 @@ class PoolConfig:
     history_size: int = 3600
     start_method: str | None = None
     pipeline_depth: int | None = None
+    preload: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -166,6 +172,12 @@ class PoolConfig:
         _check_number(self, "history_interval", optional=True, positive=True)
         _check_int(self, "history_size", minimum=1)
         _check_int(self, "pipeline_depth", minimum=0, maximum=4096, optional=True)
+        if not isinstance(self.preload, (list, tuple)) or not all(
+            isinstance(m, str) and m.strip() and all(part.isidentifier() for part in m.strip().split("."))
+            for m in self.preload
+        ):
+            raise ConfigError("preload", f"must be a list of module names, got {self.preload!r}")
+        object.__setattr__(self, "preload", tuple(m.strip() for m in self.preload))
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {START_METHODS} or None, got {self.start_method!r}")
 

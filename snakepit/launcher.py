@@ -61,6 +61,8 @@ _ZYGOTE_START_TIMEOUT = 60.0
 # Environment read when an interpreter (or gRPC) starts: a zygote only serves workers that agree on it.
 _INTERPRETER_ENV_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GRPC_")
 _NOT_INTERPRETER_ENV = {"PYTHONPATH", START_METHOD_ENV}
+# PoolConfig.preload (what the zygote imports before forking) is part of its identity too.
+_PRELOAD_ENV = "SNAKEPIT_PRELOAD"
 
 
 def forkserver_available() -> bool:
@@ -456,7 +458,8 @@ class Launcher:
         if os.path.dirname(os.path.abspath(argv[0])) != os.path.dirname(os.path.abspath(sys.executable)):
             return None
         sig = tuple(sorted((k, v) for k, v in env.items()
-                           if k.startswith(_INTERPRETER_ENV_PREFIXES) and k not in _NOT_INTERPRETER_ENV))
+                           if (k.startswith(_INTERPRETER_ENV_PREFIXES) and k not in _NOT_INTERPRETER_ENV)
+                           or k == _PRELOAD_ENV))
         return (argv[0], sig)
 
     def _spawn_forked(self, key: tuple, argv: Sequence[str], env: Mapping[str, str], cwd: str | None,

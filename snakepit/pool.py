@@ -362,6 +362,10 @@ class Pool:
         self._options_file = self._write_adapter_options()
         self._env = self.profile.environment(config, dict(os.environ))
         self._env["PYTHONPATH"] = worker_pythonpath(self._env.get("PYTHONPATH"))
+        if config.preload:
+            self._env["SNAKEPIT_PRELOAD"] = ",".join(config.preload)
+        else:
+            self._env.pop("SNAKEPIT_PRELOAD", None)
         self.lifecycle: Any = None
         self.history: Any = None
         try:

@@ -234,3 +234,36 @@ def test_forked_worker_environment_is_exactly_the_pools():
     finally:
         first.stop()
         second.stop()
+
+
+def _maps(proc: psutil.Process) -> str:
+    return "\n".join(m.path for m in proc.memory_maps())
+
+
+def test_preload_is_imported_once_by_the_zygote_and_is_part_of_its_identity():
+    plain = snakepit.start_pool("t-preload-none", pool_size=1)
+    preloaded = snakepit.start_pool("t-preload", pool_size=2, preload=["decimal"])
+    try:
+        plain_zygote, zygote = _zygote_of(plain), _zygote_of(preloaded)
+        assert plain_zygote.pid != zygote.pid  # another preload, another template process
+        # The C extension behind `decimal` is mapped by the template itself: imported before
+        # the fork, so its pages are shared by the workers.
+        assert "_decimal" in _maps(zygote) and "_decimal" not in _maps(plain_zygote)
+        for w in preloaded.list_workers():
+            assert "_decimal" in _maps(psutil.Process(w.pid))
+        assert preloaded.run_code("import sys; 'decimal' in sys.modules").result is True
+    finally:
+        snakepit.shutdown()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_preload_that_cannot_be_imported_fails_the_start_clearly(method):
+    with pytest.raises(snakepit.WorkerStartError, match="cannot preload module 'no_such_module_xyz'"):
+        snakepit.start_pool(f"t-preload-bad-{method}", pool_size=1, start_method=method,
+                            preload=["no_such_module_xyz"], startup_timeout=20)
+    assert "t-preload-bad-" + method not in snakepit.list_pools()
+    good = snakepit.start_pool(f"t-preload-ok-{method}", pool_size=1, start_method=method, preload=["decimal"])
+    try:
+        assert good.execute("echo", {"x": 1}) == {"x": 1}
+    finally:
+        snakepit.shutdown()
