@@ -162,6 +162,18 @@ def _meta(quick: bool, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _byte_compile() -> None:
+    """Write the .pyc files of snakepit and bench, as installing a package does: a checkout
+    installed in editable mode, run with PYTHONDONTWRITEBYTECODE=1 (as here), would otherwise
+    compile snakepit from source in every zygote and worker, which the installed peers never do."""
+    import compileall
+
+    import snakepit
+
+    for path in (os.path.dirname(snakepit.__file__), HERE):
+        compileall.compile_dir(path, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
@@ -174,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-depth", type=int, default=0,
                     help="PoolConfig.pipeline_depth of the snakepit pools (default: unset, i.e. the pool's automatic pipelining)")
     args = ap.parse_args(argv)
+    _byte_compile()
     params = dict(QUICK if args.quick else FULL)
     peers = [p for p in args.peers.split(",") if p] or ALL_PEERS
     unknown = set(peers) - set(ALL_PEERS)
