@@ -9,6 +9,8 @@ import atexit
 import threading
 from typing import Any
 
+import snakepit as _package  # initialised before its modules: its start_pool's docstring is ours
+
 from .config import PoolConfig
 from .errors import ConfigError, PoolExistsError, PoolNotFoundError
 from .pool import Pool
@@ -22,25 +24,7 @@ _atexit_registered = False
 
 def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist_ok: bool = False,
                **options: Any) -> Pool:
-    """Start a named pool of worker processes and return it once every worker is ready.
-
-    Args:
-        name: the pool's name (ignored when ``config`` is given).
-        config: a ready :class:`PoolConfig`; otherwise ``options`` are its settings.
-        exist_ok: return the running pool of that name instead of raising.
-        **options: any :class:`PoolConfig` setting, e.g. ``profile="thread"``, ``pool_size=2``,
-            ``threads_per_worker=8``, ``worker_ttl=3600``.
-
-    Example::
-
-        pool = snakepit.start_pool("hpc", profile="thread", pool_size=2, threads_per_worker=8)
-
-    Raises:
-        ConfigError: a setting is wrong (``err.key`` names it), including an adapter that
-            cannot be loaded or is not thread-safe for the thread profile.
-        PoolExistsError: a pool of that name runs already (and ``exist_ok`` is False).
-        WorkerStartError: workers did not become ready within ``startup_timeout``.
-    """
+    # The docstring is snakepit.start_pool's (the public entry point, which calls this).
     if config is not None:
         if options:
             raise ConfigError(next(iter(options)), "pass settings either in config= or as keywords, not both")
@@ -65,6 +49,9 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
     _notify_started(pool)
     return pool
 
+
+
+start_pool.__doc__ = _package.start_pool.__doc__
 
 def get_pool(name: str = "default") -> Pool:
     """The running pool of that name. Raises :class:`PoolNotFoundError`."""
