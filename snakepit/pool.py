@@ -32,7 +32,7 @@ import time
 import weakref
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -671,8 +671,10 @@ class Pool:
             call.waiting = False
             worker.load += 1
             self._mark_started(call)
-            if call.future is not None:
-                call.future.set_running_or_notify_cancel()  # a cancelled one is being cancelled remotely
+            # A call cancelled or timed out while waiting is being withdrawn in the worker: it
+            # holds the slot until that answer; its future only learns it was cancelled.
+            if call.future is not None and call.future._state in (PENDING, CANCELLED):
+                call.future.set_running_or_notify_cancel()
             started.append(call)
         worker.refresh_status()
         return started

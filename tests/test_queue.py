@@ -175,3 +175,22 @@ def test_pipelined_requests_can_be_cancelled_and_time_out_in_the_queue(wait_unti
         assert pool.statistics()["queue_timeouts"] == 3
     finally:
         snakepit.shutdown()
+
+
+def test_a_pipelined_request_timing_out_as_its_turn_comes_does_not_break_the_connection():
+    # The queue timeout withdraws a waiting request from its worker; if the request ahead of it
+    # finishes before the worker's answer arrives, the pool must still take its turn calmly
+    # (it once failed the connection's reader thread, and the worker was counted as crashed).
+    pool = snakepit.start_pool("t-pipe-race", pool_size=1, pipeline_depth=8, queue_timeout=0.2,
+                               heartbeat_interval=None)
+    try:
+        for i in range(40):
+            blocker = pool.submit_command("sleep", {"seconds": 0.2 + (i % 6) * 0.002})
+            time.sleep(0.001 * (i % 3))
+            waiting = [pool.submit_command("echo", {"i": j}) for j in range(4)]
+            wait([blocker, *waiting], timeout=5)
+            assert blocker.result(0) == pytest.approx(0.2, abs=0.1)
+        assert pool.statistics()["crashes"] == 0
+        assert pool.execute("echo", {"ok": 1}) == {"ok": 1}
+    finally:
+        snakepit.shutdown()
