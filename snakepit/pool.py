@@ -983,7 +983,7 @@ class Pool:
     def _escalate_cancel(self, worker: _Worker, call: _Call) -> None:
         if call.request_id not in worker.in_flight or worker.gone:
             return
-        others = len(worker.in_flight) - 1
+        others = worker.load - 1  # other running requests (pipelined ones have not started)
         if others and self.profile.name == "thread":
             log.warning("pool %r: request %r ignores cancellation on worker %s; recycling the worker",
                         self.name, call.command, worker.worker_id)
