@@ -109,6 +109,11 @@ def test_explicit_pipeline_depth_waits_in_the_worker_and_counts_as_queued(wait_u
         (worker,) = pool.list_workers()
         assert worker.load == 1
         assert pool.queue_depth() == 50 and pool.statistics()["pipelined"] == 8
+        from snakepit import diagnostics as dx
+
+        stats = dx.get_pool_stats(pool)
+        assert stats.queue_depth == 50 and stats.capacity_used == 1
+        assert stats.to_frame()["pipelined"].tolist() == [8]
         assert not any(f.running() for f in futures[:8])  # waiting, not started
         assert [f.result(30)["i"] for f in futures] == list(range(50))
         blocker.result(10)

@@ -129,7 +129,7 @@ def _bookkeeping_fields(w: "WorkerInfo", now_wall: float, fields: dict[str, Any]
         capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
         uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
         heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
-        recycle_reason=w.recycle_reason,
+        recycle_reason=w.recycle_reason, pipelined=w.pipelined,
     )
     return fields
 
@@ -378,7 +378,7 @@ class ProfileInspector:
             capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
             uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=w.last_heartbeat,
             heartbeat_age_s=round(now_wall - w.last_heartbeat, 3) if w.last_heartbeat else None,
-            recycle_reason=w.recycle_reason, metrics_source=source, **kw,
+            recycle_reason=w.recycle_reason, metrics_source=source, pipelined=w.pipelined, **kw,
         )
 
     # ------------------------------------------------------------------ capacity

@@ -120,6 +120,7 @@ class WorkerStats:
     metrics_source: str | None = None
     metrics_age_s: float | None = None
     memory_age_s: float | None = None
+    pipelined: int = 0
 
     COLUMNS = (
         "worker_id", "pid", "pool", "profile", "status", "capacity", "load", "in_flight",
@@ -128,7 +129,7 @@ class WorkerStats:
         "gc_count_gen0", "gc_count_gen1", "gc_count_gen2",
         "gc_collections_gen0", "gc_collections_gen1", "gc_collections_gen2",
         "tracemalloc_current_mb", "tracemalloc_peak_mb", "recycle_reason", "info_error",
-        "metrics_source", "metrics_age_s", "memory_age_s",
+        "metrics_source", "metrics_age_s", "memory_age_s", "pipelined",
     )
 
     def to_dict(self) -> dict[str, Any]:
