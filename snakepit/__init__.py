@@ -143,14 +143,17 @@ def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], 
     pool's environment but for the native thread limits, which are not part of its identity
     and which each worker gets from its pool anyway."""
     try:
-        from .launcher import default_launcher, worker_pythonpath
+        from .launcher import apply_preload, default_launcher, worker_pythonpath
         from .profiles.base import BASE_ENV
 
         settings = options if config is None else {
-            "python": config.python, "env": config.env, "start_method": config.start_method}
+            "python": config.python, "env": config.env, "start_method": config.start_method,
+            "preload": config.preload}
         python = settings.get("python") or sys.executable
         env = {**os.environ, **BASE_ENV, **dict(settings.get("env") or {})}
         env["PYTHONPATH"] = worker_pythonpath(env.get("PYTHONPATH"))
+        preload = settings.get("preload") or ()
+        apply_preload(env, [m.strip() for m in preload] if isinstance(preload, (list, tuple)) else ())
         return default_launcher().prestart(python, env, settings.get("start_method"))
     except Exception:  # noqa: BLE001 - an optimisation only: start_pool reports bad settings
         return None

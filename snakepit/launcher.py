@@ -652,6 +652,16 @@ class Launcher:
         return reports
 
 
+def apply_preload(env: dict[str, str], modules: Sequence[str]) -> None:
+    """Put ``PoolConfig.preload`` into a worker environment (``$SNAKEPIT_PRELOAD``), which the
+    zygote imports before forking and a spawned worker at start; it is part of the zygote's
+    identity (see :meth:`Launcher._zygote_key`)."""
+    if modules:
+        env[_PRELOAD_ENV] = ",".join(modules)
+    else:
+        env.pop(_PRELOAD_ENV, None)
+
+
 def worker_pythonpath(existing: str | None) -> str:
     """The PYTHONPATH a pool gives its workers: ``existing`` first, then this process's own
     import paths but the interpreter's.

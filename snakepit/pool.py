@@ -51,7 +51,7 @@ from .errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
-from .launcher import Launcher, WorkerProcess, default_launcher, worker_pythonpath
+from .launcher import Launcher, WorkerProcess, apply_preload, default_launcher, worker_pythonpath
 from .lifecycle import LifecycleMonitor, _rss_mb
 from .profiles import get_profile
 from .protocol import codec
@@ -362,10 +362,7 @@ class Pool:
         self._options_file = self._write_adapter_options()
         self._env = self.profile.environment(config, dict(os.environ))
         self._env["PYTHONPATH"] = worker_pythonpath(self._env.get("PYTHONPATH"))
-        if config.preload:
-            self._env["SNAKEPIT_PRELOAD"] = ",".join(config.preload)
-        else:
-            self._env.pop("SNAKEPIT_PRELOAD", None)
+        apply_preload(self._env, config.preload)
         self.lifecycle: Any = None
         self.history: Any = None
         try:

@@ -267,3 +267,27 @@ def test_a_preload_that_cannot_be_imported_fails_the_start_clearly(method):
         assert good.execute("echo", {"x": 1}) == {"x": 1}
     finally:
         snakepit.shutdown()
+
+
+def test_the_first_start_pool_prestarts_the_zygote_its_preload_needs():
+    # The first start_pool of a process starts the zygote before importing the manager side;
+    # with preload= that must be the zygote the pool then uses, not a second one.
+    code = textwrap.dedent("""
+        import snakepit.launcher as L
+        started = []
+        original = L._Zygote.__init__
+        def counting(self, *args, **kwargs):
+            started.append(1)
+            original(self, *args, **kwargs)
+        L._Zygote.__init__ = counting
+        import snakepit
+        pool = snakepit.start_pool("t-prestart-preload", pool_size=2, preload=["decimal"])
+        pool.execute("echo", {})
+        pool.stop()
+        print("zygotes", len(started))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.pop("SNAKEPIT_START_METHOD", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "zygotes 1" in out.stdout
