@@ -815,6 +815,15 @@ class Pool:
             out.append(call)
         return out
 
+    @staticmethod
+    def _withdraw(call: _Call) -> WorkerConnection | None:
+        """(lock held) A pipelined call leaves the queue: the connection to send its cancel on.
+        The worker answers the cancel of a request it has not started at once, and that reply
+        ends the call (its slot bookkeeping included)."""
+        call.cancel_sent = True
+        worker = call.worker
+        return worker.conn if worker is not None else None
+
     def _drop_queued(self, call: _Call) -> None:
         with self._lock:
             try:
@@ -822,10 +831,7 @@ class Pool:
             except ValueError:
                 if not call.waiting:
                     return  # already dispatched (or finished)
-                # Pipelined: the worker answers the cancel at once and the reply ends it.
-                worker = call.worker
-                conn = worker.conn if worker is not None else None
-                call.cancel_sent = True
+                conn = self._withdraw(call)
                 self.counters["cancelled"] += 1
             else:
                 conn = None
@@ -944,10 +950,7 @@ class Pool:
             except ValueError:
                 if not call.waiting or call.done:
                     return  # already started
-                # Pipelined and still waiting in its worker: withdraw it there.
-                worker = call.worker
-                conn = worker.conn if worker is not None else None
-                call.cancel_sent = True
+                conn = self._withdraw(call)
             self.counters["queue_timeouts"] += 1
         waited = time.monotonic() - call.queued_at
         self._complete(call, None, QueueTimeoutError(self.name, waited))
