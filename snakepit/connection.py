@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import grpc
 
@@ -31,19 +31,29 @@ class WorkerConnection:
 
     def __init__(
         self,
-        socket_path: str,
+        target: str,
         *,
         name: str,
         max_message_bytes: int,
         on_reply: Callable[[pb.Reply], None],
         on_broken: Callable[[BaseException | None], None],
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        options = [
+        """Connect to the worker at ``target`` (``unix:/path`` or ``host:port``).
+
+        ``credentials`` make it a TLS channel; ``metadata`` travels with every call (a
+        cluster worker's secret); ``options`` are extra gRPC channel options.
+        """
+        channel_options = [
             ("grpc.max_send_message_length", max_message_bytes + 2**16),
             ("grpc.max_receive_message_length", max_message_bytes + 2**16),
             ("grpc.enable_retries", 0),
             ("grpc.use_local_subchannel_pool", 1),
+            *options,
         ]
+        self.metadata = tuple(metadata) or None
         self._outbox: queue.SimpleQueue[pb.Request | None] = queue.SimpleQueue()
         self._on_reply = on_reply
         self._on_broken = on_broken
@@ -51,9 +61,12 @@ class WorkerConnection:
         # gRPC starts its threads (channel spin, request consumer) from this thread: they
         # inherit the blocked mask, so Ctrl-C keeps reaching the main thread.
         with signals_blocked():
-            self.channel = grpc.insecure_channel(f"unix://{socket_path}", options=options)
+            if credentials is None:
+                self.channel = grpc.insecure_channel(target, options=channel_options)
+            else:
+                self.channel = grpc.secure_channel(target, credentials, options=channel_options)
             self.stub = pb_grpc.WorkerStub(self.channel)
-            self._call = self.stub.Dispatch(self._requests())
+            self._call = self.stub.Dispatch(self._requests(), metadata=self.metadata)
             self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
             self._reader.start()
 
@@ -121,14 +134,22 @@ class WorkerConnection:
             self._on_broken(error)
 
     def ping(self, timeout: float) -> pb.PingReply:
-        return self.stub.Ping(pb.PingRequest(message="heartbeat"), timeout=timeout)
+        return self.stub.Ping(pb.PingRequest(message="heartbeat"), timeout=timeout, metadata=self.metadata)
+
+    def ping_future(self, request: pb.PingRequest, timeout: float) -> grpc.Future:
+        """A heartbeat that does not block (the lifecycle thread pings every worker at once)."""
+        return self.stub.Ping.future(request, timeout=timeout, metadata=self.metadata)
 
     def info(self, timeout: float) -> pb.WorkerMetrics:
-        return self.stub.Info(pb.InfoRequest(), timeout=timeout)
+        return self.stub.Info(pb.InfoRequest(), timeout=timeout, metadata=self.metadata)
+
+    def info_future(self, timeout: float) -> grpc.Future:
+        """``Info`` without blocking (diagnostics ask every worker at once)."""
+        return self.stub.Info.future(pb.InfoRequest(), timeout=timeout, metadata=self.metadata)
 
     def shutdown(self, grace: float, timeout: float = 1.0) -> None:
         try:
-            self.stub.Shutdown(pb.ShutdownRequest(grace_s=grace), timeout=timeout)
+            self.stub.Shutdown(pb.ShutdownRequest(grace_s=grace), timeout=timeout, metadata=self.metadata)
         except grpc.RpcError:
             pass
 

@@ -384,7 +384,7 @@ class LifecycleMonitor:
                 if now - last >= cfg.heartbeat_interval:
                     self._last_ping[worker.worker_id] = now
                     try:
-                        fut = worker.conn.stub.Ping.future(self._ping_request, timeout=cfg.heartbeat_interval)
+                        fut = worker.conn.ping_future(self._ping_request, timeout=cfg.heartbeat_interval)
                     except Exception:
                         continue
                     pings.append((worker, fut))

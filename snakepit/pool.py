@@ -421,7 +421,7 @@ class Pool:
 
     def _connect(self, worker: _Worker) -> None:
         worker.conn = WorkerConnection(
-            worker.socket_path,
+            f"unix:{worker.socket_path}",
             name=worker.worker_id,
             max_message_bytes=self.config.max_message_bytes,
             on_reply=lambda reply, w=worker: self._on_reply(w, reply),

@@ -332,7 +332,7 @@ class ProfileInspector:
                 futures[h.worker_id] = "not connected"
                 continue
             try:
-                futures[h.worker_id] = conn.stub.Info.future(pb.InfoRequest(), timeout=self.info_timeout)
+                futures[h.worker_id] = conn.info_future(timeout=self.info_timeout)
             except Exception as exc:  # channel closed under us
                 futures[h.worker_id] = f"{type(exc).__name__}: {exc}"
         return futures
