@@ -34,6 +34,10 @@ DEFAULT_THREADS_PER_WORKER = 10
 DEFAULT_MAX_MESSAGE_MB = 256
 
 
+#: Longest time setting: larger values are clamped (about 115 days).
+MAX_SECONDS = 1e7
+
+
 def _default_pool_size() -> int:
     return os.cpu_count() or 2
 
@@ -166,6 +170,14 @@ class PoolConfig:
         _check_number(self, "queue_timeout", optional=True, positive=True)
         _check_number(self, "request_timeout", optional=True, positive=True)
         _check_number(self, "startup_timeout", positive=True)
+        for key in ("queue_timeout", "request_timeout", "worker_ttl"):
+            if getattr(self, key) == math.inf:  # "no limit", like None
+                object.__setattr__(self, key, None)
+        for key in ("queue_timeout", "request_timeout", "worker_ttl", "startup_timeout", "recycle_grace",
+                    "heartbeat_interval"):
+            value = getattr(self, key)
+            if value is not None and value > MAX_SECONDS:  # huge values clamp (timers overflow past it)
+                object.__setattr__(self, key, MAX_SECONDS)
         _check_number(self, "heartbeat_interval", optional=True, positive=True)
         _check_int(self, "heartbeat_max_missed", minimum=1)
         _check_int(self, "max_message_mb", minimum=1, maximum=2047)

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import grpc
 
@@ -33,8 +33,7 @@ from . import telemetry
 from .signals import start_thread
 from .protocol import worker_pb2 as pb
 
-if TYPE_CHECKING:
-    from .pool import Pool, _Worker
+# The pool is passed in (duck-typed): this module never imports snakepit.pool.
 
 log = logging.getLogger("snakepit.lifecycle")
 
@@ -327,7 +326,7 @@ def _next_figures(prev: WorkerFigures | None, metrics: Any, received_at: float) 
 class LifecycleMonitor:
     """Background checks of one pool's workers (see the module docstring)."""
 
-    def __init__(self, pool: "Pool") -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
         cfg = pool.config
         self.interval = min(1.0, cfg.heartbeat_interval or 1.0)
@@ -362,8 +361,8 @@ class LifecycleMonitor:
         if pool.closed:
             return
         now = time.monotonic()
-        workers = pool._worker_handles()
-        pings: list[tuple["_Worker", grpc.Future]] = []
+        workers = pool.worker_records()
+        pings: list[tuple[Any, grpc.Future]] = []
         rss = workers_rss_mb(w.pid for w in workers) if cfg.memory_threshold_mb else {}
         for worker in workers:
             if worker.gone or worker.status not in ("available", "busy"):
@@ -405,7 +404,7 @@ class LifecycleMonitor:
             if wid not in live:
                 del self._last_ping[wid]
 
-    def _missed(self, worker: "_Worker", exc: BaseException) -> None:
+    def _missed(self, worker: Any, exc: BaseException) -> None:
         pool = self.pool
         worker.missed_heartbeats += 1
         error = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
@@ -417,4 +416,4 @@ class LifecycleMonitor:
         if worker.missed_heartbeats >= pool.config.heartbeat_max_missed:
             log.warning("pool %r: worker %s (pid %s) missed %d heartbeats; replacing it",
                         pool.name, worker.worker_id, worker.pid, worker.missed_heartbeats)
-            pool._declare_unhealthy(worker, f"missed {worker.missed_heartbeats} heartbeats ({error})")
+            pool.declare_unhealthy(worker, f"missed {worker.missed_heartbeats} heartbeats ({error})")

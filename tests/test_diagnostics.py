@@ -464,7 +464,7 @@ def test_ping_carries_figures_only_when_asked(wait_until):
 
     pool = snakepit.start_pool("dx-hb-ping", pool_size=1, history_interval=None, heartbeat_interval=None)
     try:
-        handle = pool._worker_handles()[0]
+        handle = pool.worker_records()[0]
         plain = handle.conn.stub.Ping(pb.PingRequest(message="x"), timeout=5)
         assert plain.message == "x" and not plain.HasField("metrics")  # liveness stays cheap
         assert handle.figures is None  # no heartbeat, nothing cached
@@ -494,7 +494,7 @@ def test_heartbeat_memory_includes_the_workers_child_processes(wait_until):
             s.run_code(code)
             try:
                 assert wait_until(lambda: dx.get_pool_stats(pool).workers[0].memory_mb - before.memory_mb >= 90, 15)
-                handle = pool._worker_handles()[0]
+                handle = pool.worker_records()[0]
                 assert handle.figures.metrics.child_processes == 1
                 live = dx.get_memory_stats(pool).workers[0]
                 assert live.memory_mb - before.memory_mb >= 90  # the live measurement agrees

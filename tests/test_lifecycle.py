@@ -60,6 +60,32 @@ def _keep_50mb():
     return len(builtins._snakepit_test_keep)
 
 
+def _hold_200mb_then_sleep(seconds: float) -> int:
+    block = bytearray(200 * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(seconds)
+    return len(block)
+
+
+def test_memory_recycle_killed_after_its_grace_reports_the_measured_memory(events, wait_until):
+    """A busy worker over the threshold outlives recycle_grace and is killed: the recycled
+    event still carries its memory (it said 0.0 before)."""
+    events.attach(RECYCLED)
+    pool = snakepit.start_pool("t-mem-grace", pool_size=1, memory_threshold_mb=150, recycle_grace=0.5,
+                               heartbeat_interval=0.2)
+    try:
+        held = pool.submit(_hold_200mb_then_sleep, 60)
+        assert wait_until(lambda: any(md["reason"] == "memory" for _, md in events.of(RECYCLED)), 20)
+        measurements, _ = next((m, md) for m, md in events.of(RECYCLED) if md["reason"] == "memory")
+        assert measurements["memory_mb"] >= 150
+        with pytest.raises(WorkerCrashedError):
+            held.result(10)
+        assert pool.execute("echo", {"ok": 1}) == {"ok": 1}
+    finally:
+        snakepit.shutdown()
+
+
 def test_memory_threshold_recycles_with_reason_memory(events, wait_until):
     events.attach(RECYCLED)
     pool = snakepit.start_pool("t-mem", pool_size=1, memory_threshold_mb=180, heartbeat_interval=0.2)

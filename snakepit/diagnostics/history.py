@@ -7,7 +7,7 @@ Data flow::
 
     snakepit-<pool>-history thread, every history_interval s
         pool.statistics()            (pool lock, a few µs)
-        pool._worker_handles()       (pool lock, a few µs)
+        pool.worker_records()       (pool lock, a few µs)
         pool.recent_latencies_us     (deque.copy(): atomic, no lock)
         workers_memory(pids)         (one process-table scan + one smaps_rollup read a worker, no
                                       lock; skipped on some ticks if it is costly)
@@ -32,12 +32,11 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from ..signals import start_thread
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..pool import Pool
+# The pool is passed in (duck-typed): this module never imports snakepit.pool.
 
 __all__ = ["HistorySampler", "WORKER_FIELDS", "iter_workers", "percentile", "run_queue_wait"]
 
@@ -119,7 +118,7 @@ class HistorySampler:
         snakepit.diagnostics.get_history(pool).to_frame()
     """
 
-    def __init__(self, pool: "Pool") -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.interval = float(pool.config.history_interval or 1.0)
         self.samples: collections.deque[dict[str, Any]] = collections.deque(maxlen=pool.config.history_size)
@@ -156,7 +155,7 @@ class HistorySampler:
         now = time.time()
         mono = time.monotonic()
         stats = pool.statistics()
-        handles = pool._worker_handles()
+        handles = pool.worker_records()
         completed = int(stats.get("completed", 0))
         throughput = p50 = p99 = None
         if self._prev is not None:

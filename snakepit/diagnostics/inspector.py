@@ -1,17 +1,17 @@
 """The profile-aware inspector: pool, capacity, memory, saturation, recommendations, history, projection.
 
 Data flow (everything read-only; the pool lock is held only inside ``list_workers()`` /
-``statistics()`` / ``_worker_handles()``, a few microseconds each)::
+``statistics()`` / ``worker_records()``, a few microseconds each)::
 
     get_pool_stats(pool)            the default: no I/O
         pool.list_workers() ─────────► bookkeeping columns
-        pool._worker_handles()[i].figures ─► the worker's own figures from its last heartbeat
+        pool.worker_records()[i].figures ─► the worker's own figures from its last heartbeat
                                         (lifecycle.WorkerFigures: WorkerMetrics incl. memory,
                                         CPU % between heartbeats; ages in the row)
         a worker without figures ────► measured live, like fresh=True (metrics_source="live")
 
     get_pool_stats(pool, fresh=True) / get_memory_stats(pool)      live
-        pool._worker_handles() ─► gRPC Info.future() to every worker at once (short deadline)
+        pool.worker_records() ─► gRPC Info.future() to every worker at once (short deadline)
         lifecycle.workers_memory(pids) ─► one /proc scan + one smaps_rollup read a process
         psutil cpu_times(pid) ─► CPU % since the previous look
         wait for the Info replies ─► PoolStats / MemoryStats / …
@@ -262,7 +262,7 @@ class ProfileInspector:
         from one heartbeat reply are computed once per reply (memoized on the figures object)
         and rows are built without the dataclass ``__init__``.
         """
-        figures = {h.worker_id: h.figures for h in p._worker_handles()}
+        figures = {h.worker_id: h.figures for h in p.worker_records()}
         history = self._recent_memory(p, infos, max_age_s, with_time=True) if max_age_s is not None else None
         memo = self._figure_fields
         rows: dict[str, WorkerStats] = {}
@@ -324,7 +324,7 @@ class ProfileInspector:
 
     def _info_futures(self, p: "Pool", only: set[str] | None = None) -> dict[str, Any]:
         futures: dict[str, Any] = {}
-        for h in p._worker_handles():
+        for h in p.worker_records():
             if only is not None and h.worker_id not in only:
                 continue
             conn = h.conn
@@ -436,7 +436,7 @@ class ProfileInspector:
                 memory = recent[0]
                 ages = dict.fromkeys(memory, now_wall - recent[1])
             else:
-                for h in p._worker_handles():
+                for h in p.worker_records():
                     f = h.figures
                     if f is None or f.metrics.pid != h.pid or not f.metrics.HasField("rss_bytes"):
                         continue
