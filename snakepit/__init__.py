@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 # side (pool, gRPC client, launcher, config) it never uses (issue 7).
 _LAZY = {
     "Adapter": "worker.adapter",
+    "Adaptive": "adaptive",
     "Cancelled": "worker.adapter",
     "ConfigError": "errors",
     "PayloadTooLargeError": "errors",
@@ -44,6 +45,7 @@ _LAZY = {
     "RunResult": "pool",
     "SerializationError": "errors",
     "Session": "pool",
+    "SessionLostError": "errors",
     "SnakepitError": "errors",
     "SnakepitFuture": "pool",
     "UnknownCommandError": "errors",
@@ -60,12 +62,13 @@ _LAZY = {
 # Submodules reachable as attributes without an explicit import (``snakepit.telemetry``,
 # ``snakepit.diagnostics`` — the latter pulls in pandas, so it was always lazy).
 _SUBMODULES = frozenset({
-    "admin", "api", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
+    "adaptive", "admin", "api", "backends", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
     "pool", "profiles", "protocol", "runtime", "signals", "telemetry", "worker",
 })
 
 __all__ = [
     "Adapter",
+    "Adaptive",
     "Cancelled",
     "ConfigError",
     "PayloadTooLargeError",
@@ -83,6 +86,7 @@ __all__ = [
     "RunResult",
     "SerializationError",
     "Session",
+    "SessionLostError",
     "SnakepitError",
     "SnakepitFuture",
     "UnknownCommandError",

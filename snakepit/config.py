@@ -100,6 +100,8 @@ class PoolConfig:
             only calls the pool has seen finish in under 2 ms, as many as make ≈ 4 ms of
             waiting work (at most 64); ``0``: never; ``N``: up to N, whatever the calls.
             Sessions and streams are never pipelined. See docs/performance.md.
+        max_pool_size: the hard cap on ``pool.scale(n)`` and ``pool.adapt(maximum=…)``
+            (``None``: 4096).
     """
 
     name: str = "default"
@@ -128,6 +130,7 @@ class PoolConfig:
     start_method: str | None = None
     pipeline_depth: int | None = None
     preload: Sequence[str] = ()
+    max_pool_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -138,6 +141,9 @@ class PoolConfig:
         if self.pool_size is None:
             object.__setattr__(self, "pool_size", _default_pool_size() if self.profile == "process" else 2)
         _check_int(self, "pool_size", minimum=1, maximum=4096)
+        _check_int(self, "max_pool_size", minimum=1, maximum=4096, optional=True)
+        if self.max_pool_size is not None and self.pool_size > self.max_pool_size:
+            raise ConfigError("pool_size", f"{self.pool_size} is above max_pool_size={self.max_pool_size}")
         _check_int(self, "threads_per_worker", minimum=1, maximum=1024)
         if self.profile == "process" and self.threads_per_worker != DEFAULT_THREADS_PER_WORKER:
             # Accepted but meaningless: a process worker runs one request at a time.
