@@ -133,12 +133,23 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
         release = _prestart_zygote(name, config, options)
         _preimport(config, options)
     try:
-        from .api import start_pool as _start_pool
+        from . import api
 
-        return _start_pool(name, config=config, exist_ok=exist_ok, **options)
+        api.add_listener("admin", _admin_listener)
+        return api.start_pool(name, config=config, exist_ok=exist_ok, **options)
     finally:
         if release is not None:
             release()
+
+
+def _admin_listener(event: str, pool: Any) -> None:
+    """The registry's listener that publishes this process's admin endpoint (snakepit.admin).
+
+    The registry (snakepit.api) never imports the endpoint: this edge wires it in. It is imported
+    at the first event, after the workers are ready (by then _preimport has imported it)."""
+    from .admin import on_pool_event
+
+    on_pool_event(event, pool)
 
 
 def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], None] | None
