@@ -65,6 +65,10 @@ def pool_config_dict(pool: Any) -> dict[str, Any]:
     out = {key: getattr(cfg, key, None) for key in _CONFIG_KEYS}
     out["capacity_per_worker"] = cfg.threads_per_worker if cfg.profile == "thread" else 1
     out["env_keys"] = sorted(getattr(cfg, "env", {}) or {})
+    out["backend"] = getattr(pool, "backend", "local")
+    out["target_size"] = getattr(pool, "target_size", cfg.pool_size)
+    adaptive = getattr(pool, "adaptive", None)
+    out["adaptive"] = adaptive.describe() if adaptive is not None else None
     return out
 
 

@@ -57,7 +57,19 @@ def render_pool(out: Out, entry: dict[str, Any], *, detailed: bool = False, reco
     out()
     out("📋 Configuration:", "bold")
     out(f"  Profile:          {'Thread (multi-threaded)' if profile == 'thread' else 'Process (multi-process)'}")
-    out(f"  Pool Size:        {cfg.get('pool_size', '-')}")
+    target = cfg.get("target_size")
+    if target is not None and target != cfg.get("pool_size"):
+        out(f"  Pool Size:        {target} (target; started with {cfg.get('pool_size', '-')})")
+    else:
+        out(f"  Pool Size:        {cfg.get('pool_size', '-')}")
+    adaptive = cfg.get("adaptive")
+    if adaptive:
+        last = adaptive.get("last_decision")
+        did = (f"last: {last['reason']} {last['from_size']}→{last['to_size']}" if last else "no decision yet")
+        out(f"  Adaptive:         on, {adaptive['minimum']}–{adaptive['maximum']} workers, "
+            f"every {fmt_num(adaptive['interval'], 1)}s ({did})")
+    if cfg.get("backend") not in (None, "local"):
+        out(f"  Backend:          {cfg['backend']}")
     if profile == "thread":
         tpw = cfg.get("threads_per_worker", 10)
         out(f"  Threads/Worker:   {tpw}")
