@@ -502,3 +502,26 @@ def test_heartbeat_memory_includes_the_workers_child_processes(wait_until):
                 s.run_code("child.stdin.close(); child.wait(10)")
     finally:
         snakepit.shutdown()
+
+
+def test_every_inspector_method_works_on_the_class_and_on_an_instance():
+    """The seed's form ``ProfileInspector.get_pool_stats("default")`` (issue 18, item 1)."""
+    from snakepit.diagnostics import ProfileInspector
+
+    pool = snakepit.start_pool("default", pool_size=2)
+    try:
+        custom = ProfileInspector(info_timeout=1.0)
+        for insp in (ProfileInspector, custom):
+            assert insp.get_pool_stats("default").worker_count == 2
+            assert insp.get_capacity_stats("default").total_capacity == 2
+            assert insp.get_memory_stats("default").total_memory_mb > 0
+            assert "default" in insp.get_comprehensive_report()
+            assert insp.check_saturation("default").level == "healthy"
+            assert isinstance(list(insp.get_recommendations("default")), list)
+            assert insp.get_history("default") is not None
+            frame = insp.project_memory("default", [4, 50, 200])
+            assert list(frame["workers"]) == [4, 50, 200]
+            assert insp.compare_profiles("default") is not None
+            assert insp.snapshot("default").worker_count == 2
+    finally:
+        snakepit.stop_pool("default")

@@ -23,15 +23,15 @@ A worker that does not answer ``Info`` in time still has its row (``info_error``
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .. import lifecycle
 from ..protocol import worker_pb2 as pb
 from . import projection
 from .levels import utilization_level
 from .recommendations import Snapshot, Thresholds, evaluate
+from .rows import (_MIB, _bookkeeping_fields, _cpu_percent, _heartbeat_fields, _heartbeat_memory, _memory_fields,
+                   _memory_of, _memory_stats, _rounded)
 from .reports import (
     CapacityStats,
     ComprehensiveReport,
@@ -57,11 +57,7 @@ __all__ = ["ProfileInspector", "PoolLike", "resolve_pool", "DEFAULT_INFO_TIMEOUT
 
 PoolLike = Any  # a snakepit.Pool or a pool name
 DEFAULT_INFO_TIMEOUT = 0.5
-_MIB = float(2**20)
 
-# pid -> (cpu seconds, monotonic time) at the last look, for CPU % between two looks.
-_cpu_seen: dict[int, tuple[float, float]] = {}
-_cpu_lock = threading.Lock()
 
 
 def resolve_pool(pool: PoolLike) -> "Pool":
@@ -81,97 +77,20 @@ def resolve_pool(pool: PoolLike) -> "Pool":
     raise TypeError(f"expected a snakepit.Pool or a pool name, got {type(pool).__name__}")
 
 
-def _memory_of(pids: Iterable[int]) -> dict[int, dict[str, float] | None]:
-    pids = [p for p in pids if p and p > 0]
-    batch = getattr(lifecycle, "workers_memory", None)  # a batched variant, when lifecycle has one
-    if batch is not None:
-        return dict(batch(pids))
-    return {pid: lifecycle.worker_memory(pid) for pid in pids}
+class _InspectorMethod:
+    """A ProfileInspector method that also works on the class, as the seed writes it
+    (``ProfileInspector.get_pool_stats("default")``): there it uses a default inspector."""
 
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self.__wrapped__ = fn
 
-def _cpu_percent(pid: int) -> tuple[float | None, float | None]:
-    """(CPU % of one core since the previous look — lifetime average at the first —, CPU seconds)."""
-    if pid <= 0:
-        return None, None
-    try:
-        import psutil  # noqa: PLC0415
-
-        proc = psutil.Process(pid)
-        times = proc.cpu_times()
-        cpu = times.user + times.system
-        created = proc.create_time()
-    except Exception:
-        return None, None
-    now = time.monotonic()
-    with _cpu_lock:
-        prev = _cpu_seen.get(pid)
-        _cpu_seen[pid] = (cpu, now)
-        if len(_cpu_seen) > 4096:  # forget dead workers
-            for old in list(_cpu_seen)[:1024]:
-                del _cpu_seen[old]
-    if prev is not None and now - prev[1] >= 0.05:
-        return round(100.0 * max(0.0, cpu - prev[0]) / (now - prev[1]), 2), round(cpu, 3)
-    age = time.time() - created
-    return (round(100.0 * cpu / age, 2) if age > 0 else None), round(cpu, 3)
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
-def _bookkeeping_fields(w: "WorkerInfo", now_wall: float, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every WorkerStats field: ``fields`` (default: all empty) plus the pool's bookkeeping of ``w``."""
-    if fields is None:
-        fields = dict(_WORKER_STATS_DEFAULTS)
-    last_hb = w.last_heartbeat
-    fields.update(
-        worker_id=w.worker_id, pid=w.pid, pool=w.pool, profile=w.profile, status=w.status,
-        capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
-        uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
-        heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
-        recycle_reason=w.recycle_reason, pipelined=w.pipelined,
-    )
-    return fields
-
-
-def _heartbeat_fields(f: "lifecycle.WorkerFigures") -> dict[str, Any]:
-    """The WorkerStats columns that come from one heartbeat reply (memory without its age)."""
-    m = f.metrics
-    gc_counts = list(m.gc_counts) + [None] * 3
-    gc_coll = list(m.gc_collections) + [None] * 3
-    out: dict[str, Any] = {
-        "in_flight": m.in_flight, "threads": m.thread_count,
-        "gc_count_gen0": gc_counts[0], "gc_count_gen1": gc_counts[1], "gc_count_gen2": gc_counts[2],
-        "gc_collections_gen0": gc_coll[0], "gc_collections_gen1": gc_coll[1], "gc_collections_gen2": gc_coll[2],
-        "tracemalloc_current_mb": round(m.tracemalloc_current / _MIB, 3),
-        "tracemalloc_peak_mb": round(m.tracemalloc_peak / _MIB, 3),
-        "cpu_percent": f.cpu_percent, "cpu_time_s": round(m.cpu_time_s, 3),
-        "metrics_source": "heartbeat", "info_error": None,
-        "memory_mb": None, "uss_mb": None, "pss_mb": None, "swap_mb": None,
-    }
-    if m.HasField("rss_bytes"):
-        out["memory_mb"] = round(m.rss_bytes / _MIB, 2)
-        for key in ("uss", "pss", "swap"):
-            if m.HasField(f"{key}_bytes"):
-                out[f"{key}_mb"] = round(getattr(m, f"{key}_bytes") / _MIB, 2)
-    return out
-
-
-def _heartbeat_memory(m: Any) -> dict[str, float]:
-    """MiB figures (``rss_mb``, ``uss_mb``, …) from a WorkerMetrics that has ``rss_bytes``."""
-    mem = {"rss_mb": m.rss_bytes / _MIB}
-    for key in ("uss", "pss", "swap"):
-        if m.HasField(f"{key}_bytes"):
-            mem[f"{key}_mb"] = getattr(m, f"{key}_bytes") / _MIB
-    return mem
-
-
-def _memory_fields(mem: dict[str, float] | None) -> dict[str, float | None]:
-    """The WorkerStats memory columns from MiB figures (``rss_mb``, ``uss_mb``, …)."""
-    if not mem:
-        return {}
-    return {"memory_mb": _rounded(mem.get("rss_mb")), "uss_mb": _rounded(mem.get("uss_mb")),
-            "pss_mb": _rounded(mem.get("pss_mb")), "swap_mb": _rounded(mem.get("swap_mb"))}
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            obj = owner.default()
+        return self.fn.__get__(obj, owner)
 
 
 class ProfileInspector:
@@ -193,6 +112,15 @@ class ProfileInspector:
         thresholds: the recommendation rules' thresholds.
     """
 
+    _default: "ProfileInspector | None" = None
+
+    @classmethod
+    def default(cls) -> "ProfileInspector":
+        """The inspector that calls on the class use (default timeouts and thresholds)."""
+        if cls.__dict__.get("_default") is None:
+            cls._default = cls()
+        return cls._default  # type: ignore[return-value]
+
     def __init__(self, *, info_timeout: float = DEFAULT_INFO_TIMEOUT, thresholds: Thresholds | None = None) -> None:
         self.info_timeout = float(info_timeout)
         self.thresholds = thresholds or Thresholds()
@@ -200,6 +128,7 @@ class ProfileInspector:
         self._figure_fields: dict[str, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ pool stats
+    @_InspectorMethod
     def get_pool_stats(self, pool: PoolLike = "default", *, detailed: bool = True,
                        max_age_s: float | None = None, fresh: bool = False) -> PoolStats:
         """Pool and per-worker figures.
@@ -382,6 +311,7 @@ class ProfileInspector:
         )
 
     # ------------------------------------------------------------------ capacity
+    @_InspectorMethod
     def get_capacity_stats(self, pool: PoolLike = "default") -> CapacityStats:
         """Capacity, load and (thread profile) thread figures, from the pool's bookkeeping only.
 
@@ -405,6 +335,7 @@ class ProfileInspector:
         )
 
     # ------------------------------------------------------------------ memory
+    @_InspectorMethod
     def get_memory_stats(self, pool: PoolLike = "default", *, max_age_s: float | None = None) -> MemoryStats:
         """Memory of every worker's real process (RSS, USS, PSS, swap; children included), measured now.
 
@@ -481,6 +412,7 @@ class ProfileInspector:
         return (out, sample["time"]) if with_time else out
 
     # ------------------------------------------------------------------ all pools
+    @_InspectorMethod
     def get_comprehensive_report(self, *, detailed: bool = True) -> ComprehensiveReport:
         """:class:`PoolStats` of every running pool, keyed by name; a pool that fails shows its error."""
         from ..api import list_pools  # noqa: PLC0415
@@ -494,6 +426,7 @@ class ProfileInspector:
         return ComprehensiveReport(out)
 
     # ------------------------------------------------------------------ saturation
+    @_InspectorMethod
     def check_saturation(self, pool: PoolLike = "default", threshold: float = 80.0) -> SaturationStatus:
         """``level="warning"`` (status ``"approaching_saturation"``) when utilization ≥ ``threshold``.
 
@@ -518,6 +451,7 @@ class ProfileInspector:
         )
 
     # ------------------------------------------------------------------ recommendations
+    @_InspectorMethod
     def snapshot(self, pool: PoolLike = "default") -> Snapshot:
         """What the recommendation rules look at (the pool now, its memory, its history window)."""
         p = resolve_pool(pool)
@@ -538,6 +472,7 @@ class ProfileInspector:
                       "adaptive": p.adaptive.describe() if getattr(p, "adaptive", None) is not None else None},
         )
 
+    @_InspectorMethod
     def get_recommendations(self, pool: PoolLike = "default") -> Recommendations:
         """Structured recommendations: the seed's rules, then the measured ones.
 
@@ -551,6 +486,7 @@ class ProfileInspector:
         return Recommendations(pool_name=snap.pool_name, items=tuple(evaluate(snap, self.thresholds)))
 
     # ------------------------------------------------------------------ history
+    @_InspectorMethod
     def get_history(self, pool: PoolLike = "default", *, last_s: float | None = None) -> History:
         """The background samples (``config.history_interval``; none when it is None).
 
@@ -564,6 +500,7 @@ class ProfileInspector:
         return History(pool_name=p.name, interval_s=sampler.interval, samples=tuple(sampler.window(last_s)))
 
     # ------------------------------------------------------------------ projection
+    @_InspectorMethod
     def project_memory(self, pool: PoolLike = "default", worker_counts: Iterable[int] = (1, 2, 4, 8, 16), *,
                        statistic: str = "mean") -> "pd.DataFrame":
         """Projected total memory of the pool with other worker counts (see :mod:`.projection`).
@@ -583,6 +520,7 @@ class ProfileInspector:
                                           statistic=statistic)
         return projection.to_frame(rows, projection.PROJECTION_COLUMNS)
 
+    @_InspectorMethod
     def compare_profiles(self, pool: PoolLike = "default", capacity: int | None = None,
                          threads_per_worker: int | None = None, *, statistic: str = "mean") -> "pd.DataFrame":
         """Process vs thread profile for the same capacity, from the pool's measured memory.
@@ -607,27 +545,3 @@ class ProfileInspector:
                                           capacity=int(capacity), target_threads_per_worker=int(threads_per_worker),
                                           statistic=statistic)
         return projection.to_frame(rows, projection.COMPARISON_COLUMNS)
-
-
-def _memory_stats(pool_name: str, profile: str, rows: list[WorkerMemory]) -> MemoryStats:
-    rss = [w.memory_mb for w in rows if w.memory_mb is not None]
-    uss = [w.uss_mb for w in rows if w.uss_mb is not None]
-    pss = [w.pss_mb for w in rows if w.pss_mb is not None]
-    full_uss = bool(rows) and len(uss) == len(rows)
-    shared = max((w.shared_mb or 0.0) for w in rows) if full_uss else None
-    total_uss = round(sum(uss), 2) if full_uss else None
-    return MemoryStats(
-        total_memory_mb=round(sum(rss), 2),
-        avg_memory_per_worker_mb=round(sum(rss) / len(rss), 2) if rss else 0.0,
-        max_memory_worker_mb=round(max(rss), 2) if rss else 0.0,
-        min_memory_worker_mb=round(min(rss), 2) if rss else 0.0,
-        workers=tuple(rows), pool_name=pool_name, profile=profile,
-        total_uss_mb=total_uss,
-        total_pss_mb=round(sum(pss), 2) if rows and len(pss) == len(rows) else None,
-        shared_mb=round(shared, 2) if shared is not None else None,
-        footprint_mb=round(total_uss + shared, 2) if total_uss is not None and shared is not None
-        else (round(sum(rss), 2) if rss else None),
-        basis="uss" if full_uss else "rss",
-        collected_at=time.time(),
-    )
-
