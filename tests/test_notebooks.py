@@ -106,3 +106,45 @@ def test_process_vs_thread():
     assert "footprint_mb" in memory
     assert data_of(cells["timeline"], "application/vnd.plotly.v1+json")
     assert text_of(cells["cleanup"]).strip() == "[]"
+
+
+SUMMARY_COLUMNS = {"workload", "per_task_ms", "cpu_fraction", "process_speedup", "thread_speedup", "gil_bound",
+                   "profile", "workers", "threads_per_worker", "capacity", "target_throughput",
+                   "projected_throughput", "meets_throughput", "meets_latency", "projected_memory_mb",
+                   "memory_budget_mb", "fits_memory", "notes"}
+
+
+def execute_worksheet(workload: str):
+    """Runs notebook 04 with its parameters cell overridden through the environment."""
+    os.environ["WORKSHEET_WORKLOAD"] = workload
+    try:
+        cells = execute("04-capacity-planning-worksheet.ipynb")
+    finally:
+        os.environ.pop("WORKSHEET_WORKLOAD", None)
+    table = text_of(cells["summary"])
+    values = {}
+    for line in table.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0] in SUMMARY_COLUMNS:
+            values[parts[0]] = parts[1].strip()
+    return cells, values
+
+
+@pytest.mark.parametrize("workload, profile", [("cpu", "process"), ("sleep", "thread"), ("example", "process")])
+def test_capacity_worksheet(workload, profile):
+    cells, summary = execute_worksheet(workload)
+    assert set(summary) >= SUMMARY_COLUMNS - {"notes"}, summary
+    assert summary["workload"] == workload
+    assert summary["profile"] == profile, summary
+    assert float(summary["per_task_ms"]) > 0
+    assert int(summary["workers"]) >= 1 and int(summary["capacity"]) >= 1
+    assert 0 < float(summary["projected_memory_mb"]) < 100_000
+    assert float(summary["projected_throughput"]) > 0
+    assert summary["gil_bound"] == str(profile == "process")
+    figures = data_of(cells["charts"], "application/vnd.plotly.v1+json")
+    assert len(figures) == 2
+    for fig in figures:
+        names = {t.get("name") for t in fig["data"]}
+        assert "measured" in names and any(n and n.startswith("projected") for n in names)
+    assert f'profile="{profile}"' in text_of(cells["summary"])
+    assert text_of(cells["cleanup"]).strip() == "[]"
