@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Adapter": "worker.adapter",
     "Cancelled": "worker.adapter",
+    "ClusterError": "errors",
     "ConfigError": "errors",
     "PayloadTooLargeError": "errors",
     "Pool": "pool",
@@ -67,6 +68,7 @@ _SUBMODULES = frozenset({
 __all__ = [
     "Adapter",
     "Cancelled",
+    "ClusterError",
     "ConfigError",
     "PayloadTooLargeError",
     "Pool",
@@ -202,6 +204,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .api import get_pool, list_pools, shutdown, stop_pool
     from .config import PoolConfig
     from .errors import (
+        ClusterError,
         ConfigError,
         PayloadTooLargeError,
         PoolClosedError,
