@@ -24,7 +24,7 @@ class Lease:
 
     def renew(self) -> None:
         # One float store: safe from the gRPC loop thread without a lock.
-        self._deadline = max(self._deadline, time.monotonic() + self.seconds)
+        self._deadline = time.monotonic() + self.seconds  # the first grace ends with the first renewal
 
     def remaining(self) -> float:
         return self._deadline - time.monotonic()
