@@ -236,3 +236,53 @@ def test_a_killed_kernel_leaves_nothing_after_the_lease(shared_cli_cluster):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster):
+    pool = snakepit.start_pool("retire", cluster=cli_cluster.address, pool_size=2, queue_timeout=None,
+                               cluster_drain_timeout=10)
+    try:
+        workers = pool.list_workers()
+        assert len({w.dask_worker for w in workers}) == 2
+        victim = workers[0]
+        with pool.session("on-victim") as s:
+            fut = s.submit(time.sleep, 2.0)  # runs on the victim's worker ... (session affinity)
+            time.sleep(0.3)
+            sess_worker = [w for w in pool.list_workers() if w.load][0]
+            client = cli_cluster.client()
+            try:
+                client.retire_workers([sess_worker.dask_worker], close_workers=True)
+            finally:
+                client.close()
+            assert fut.result(timeout=30) is None  # it finished what it held
+        assert not _alive(sess_worker.pid) or _wait(lambda: not _alive(sess_worker.pid), 10)
+        assert _wait(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 2, 15)
+        assert all(w.dask_worker != sess_worker.dask_worker for w in pool.list_workers())
+        assert pool.execute("ping", {})["pong"]
+        del victim
+    finally:
+        snakepit.stop_pool("retire")
+
+
+def test_tls_cluster_uses_tls_channels():
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("cryptography")
+    security = distributed.Security.temporary()
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, security=security, protocol="tls://")
+    try:
+        pool = snakepit.start_pool("tls", cluster=cluster, pool_size=1)
+        try:
+            assert pool._backend.credentials is not None
+            assert pool.execute("ping", {})["pong"]
+            address = pool.list_workers()[0].address
+            from snakepit.protocol import worker_pb2 as pb
+            from snakepit.protocol import worker_pb2_grpc as pb_grpc
+
+            with grpc.insecure_channel(address) as channel:  # plaintext is not served
+                with pytest.raises(grpc.RpcError):
+                    pb_grpc.WorkerStub(channel).Ping(pb.PingRequest(message="x"), timeout=3)
+        finally:
+            snakepit.stop_pool("tls")
+    finally:
+        cluster.close()

@@ -40,8 +40,9 @@ from ..base import Backend, StartFailure, WorkerHandle
 log = logging.getLogger("snakepit.backends.dask")
 
 POLL_INTERVAL = 0.5
-LOST_EXIT_CODE = -1
-"""Exit code reported for a worker whose Dask worker left the cluster (its real code is unknown)."""
+LOST_EXIT_CODE = 255
+"""Exit code reported for a worker whose Dask worker left the cluster and that no longer
+answers (its real code is unknown: Dask cannot be asked any more)."""
 SECRET_METADATA_KEY = "snakepit-secret"
 _CLOSING = {"closing", "closing_gracefully", "closed", "failed"}
 
@@ -489,9 +490,11 @@ class DaskBackend(Backend):
             return
         workers = self._dask_workers()
         by_worker: dict[str, list[DaskWorkerHandle]] = {}
+        gone = [h for h in handles if h.dask_worker not in workers]
+        if gone:
+            self._check_orphans(gone)
         for h in handles:
             if h.dask_worker not in workers:
-                h._set_exit(LOST_EXIT_CODE)  # its Dask worker left the cluster (and took it along)
                 continue
             if str(workers[h.dask_worker].get("status", "")) in _CLOSING:
                 h._set_draining()
@@ -513,6 +516,27 @@ class DaskBackend(Backend):
                     h._set_exit(code)
                 elif code == "unknown":
                     h._set_exit(LOST_EXIT_CODE)
+
+    def _check_orphans(self, handles: list[DaskWorkerHandle]) -> None:
+        """Workers whose Dask worker left the scheduler: one being retired still drains (it
+        answers a Ping: draining); one that does not answer is gone with its Dask worker."""
+        request = pb.PingRequest(message="lease")
+        pending = []
+        for h in handles:
+            conn = h.conn
+            if conn is None:
+                h._set_exit(LOST_EXIT_CODE)
+                continue
+            try:
+                pending.append((h, conn.ping_future(request, timeout=2.0)))
+            except Exception:  # noqa: BLE001 - a closed connection
+                h._set_exit(LOST_EXIT_CODE)
+        for h, fut in pending:
+            try:
+                fut.result()
+                h._set_draining()
+            except Exception:  # noqa: BLE001
+                h._set_exit(LOST_EXIT_CODE)
 
     async def _status_all(self, by_worker: Mapping[str, list[str]]) -> dict[str, Any]:
         import asyncio  # noqa: PLC0415
