@@ -286,3 +286,25 @@ def test_tls_cluster_uses_tls_channels():
             snakepit.stop_pool("tls")
     finally:
         cluster.close()
+
+
+def test_diagnostics_and_a_later_dask_worker(cli_cluster):
+    from snakepit import diagnostics as dx
+
+    pool = snakepit.start_pool("diag", cluster=cli_cluster.address, pool_size=2, heartbeat_interval=0.5)
+    try:
+        before = {w.dask_worker for w in pool.list_workers()}
+        stats = dx.get_pool_stats("diag")
+        assert stats.worker_count == 2
+        assert len(stats.to_frame()) == 2
+        mem = dx.get_memory_stats("diag")
+        assert mem.total_memory_mb > 0
+        cli_cluster.add_worker(nthreads=8)
+        cli_cluster.wait_for_workers(3)
+        for w in pool.list_workers():  # replacements go where there is room: the newcomer
+            pool.recycle_worker(w.worker_id)
+        assert _wait(lambda: any(w.dask_worker not in before for w in pool.list_workers()
+                                 if w.status in ("available", "busy")), 20), pool.list_workers()
+        assert pool.execute("ping", {})["pong"]
+    finally:
+        snakepit.stop_pool("diag")
