@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 # side (pool, gRPC client, launcher, config) it never uses (issue 7).
 _LAZY = {
     "Adapter": "worker.adapter",
+    "Adaptive": "adaptive",
     "Cancelled": "worker.adapter",
     "ClusterError": "errors",
     "ConfigError": "errors",
@@ -45,6 +46,7 @@ _LAZY = {
     "RunResult": "pool",
     "SerializationError": "errors",
     "Session": "pool",
+    "SessionLostError": "errors",
     "SnakepitError": "errors",
     "SnakepitFuture": "pool",
     "UnknownCommandError": "errors",
@@ -61,12 +63,13 @@ _LAZY = {
 # Submodules reachable as attributes without an explicit import (``snakepit.telemetry``,
 # ``snakepit.diagnostics`` — the latter pulls in pandas, so it was always lazy).
 _SUBMODULES = frozenset({
-    "admin", "api", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
+    "adaptive", "admin", "api", "backends", "cli", "config", "connection", "diagnostics", "errors", "launcher", "lifecycle",
     "pool", "profiles", "protocol", "runtime", "signals", "telemetry", "worker",
 })
 
 __all__ = [
     "Adapter",
+    "Adaptive",
     "Cancelled",
     "ClusterError",
     "ConfigError",
@@ -85,6 +88,7 @@ __all__ = [
     "RunResult",
     "SerializationError",
     "Session",
+    "SessionLostError",
     "SnakepitError",
     "SnakepitFuture",
     "UnknownCommandError",
@@ -131,12 +135,23 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
         release = _prestart_zygote(name, config, options)
         _preimport(config, options)
     try:
-        from .api import start_pool as _start_pool
+        from . import api
 
-        return _start_pool(name, config=config, exist_ok=exist_ok, **options)
+        api.add_listener("admin", _admin_listener)
+        return api.start_pool(name, config=config, exist_ok=exist_ok, **options)
     finally:
         if release is not None:
             release()
+
+
+def _admin_listener(event: str, pool: Any) -> None:
+    """The registry's listener that publishes this process's admin endpoint (snakepit.admin).
+
+    The registry (snakepit.api) never imports the endpoint: this edge wires it in. It is imported
+    at the first event, after the workers are ready (by then _preimport has imported it)."""
+    from .admin import on_pool_event
+
+    on_pool_event(event, pool)
 
 
 def _prestart_zygote(name: str, config: Any, options: dict):  # -> Callable[[], None] | None

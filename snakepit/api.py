@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import snakepit as _package  # initialised before its modules: its start_pool's docstring is ours
 
@@ -15,7 +15,7 @@ from .config import PoolConfig
 from .errors import ConfigError, PoolExistsError, PoolNotFoundError
 from .pool import Pool
 
-__all__ = ["start_pool", "get_pool", "list_pools", "stop_pool", "shutdown"]
+__all__ = ["start_pool", "get_pool", "list_pools", "stop_pool", "shutdown", "add_listener"]
 
 _lock = threading.RLock()
 _pools: dict[str, Pool] = {}
@@ -40,15 +40,12 @@ def start_pool(name: str = "default", *, config: PoolConfig | None = None, exist
             raise PoolExistsError(cfg.name)
         pool = Pool(cfg)
         _pools[cfg.name] = pool
+        pool.on_stopped(_forget)  # pool.stop() or a with-block: the registry forgets it
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
-    from . import admin  # publishes this process's admin endpoint (idempotent; snakepit/admin.py)
-
-    admin.install()
     _notify_started(pool)
     return pool
-
 
 
 start_pool.__doc__ = _package.start_pool.__doc__
@@ -94,12 +91,21 @@ def _forget(pool: Pool) -> None:
             del _pools[pool.name]
 
 
-# Hooks for the admin endpoint (snakepit.admin), which publishes the pools of this process.
-_listeners: list[Any] = []
+# The registry's listeners, by name. The package edge (snakepit.start_pool) registers the admin
+# endpoint's as "admin"; this module knows nothing of it.
+_listeners: dict[str, Callable[[str, Pool | None], None]] = {}
+
+
+def add_listener(name: str, listener: Callable[[str, Pool | None], None]) -> None:
+    """Call ``listener("started", pool)`` after each pool starts and ``listener("shutdown", None)``
+    after :func:`shutdown`. One listener per ``name``: registering a name again replaces it.
+    A listener's exceptions are swallowed (a listener never fails ``start_pool``)."""
+    with _lock:
+        _listeners[name] = listener
 
 
 def _notify_started(pool: Pool) -> None:
-    for listener in list(_listeners):
+    for listener in list(_listeners.values()):
         try:
             listener("started", pool)
         except Exception:
@@ -107,7 +113,7 @@ def _notify_started(pool: Pool) -> None:
 
 
 def _notify_stopped_all() -> None:
-    for listener in list(_listeners):
+    for listener in list(_listeners.values()):
         try:
             listener("shutdown", None)
         except Exception:

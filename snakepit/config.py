@@ -113,6 +113,8 @@ class PoolConfig:
         cluster_connect_timeout: seconds to reach the Dask scheduler before ``ClusterError``.
         cluster_drain_timeout: seconds the workers of a Dask worker that Dask retires may take
             to finish what they hold before they are killed.
+        max_pool_size: the hard cap on ``pool.scale(n)`` and ``pool.adapt(maximum=…)``
+            (``None``: 4096).
     """
 
     name: str = "default"
@@ -145,6 +147,7 @@ class PoolConfig:
     cluster_lease: float = DEFAULT_CLUSTER_LEASE
     cluster_connect_timeout: float = DEFAULT_CLUSTER_CONNECT_TIMEOUT
     cluster_drain_timeout: float = DEFAULT_CLUSTER_DRAIN_TIMEOUT
+    max_pool_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -155,6 +158,9 @@ class PoolConfig:
         if self.pool_size is None:
             object.__setattr__(self, "pool_size", _default_pool_size() if self.profile == "process" else 2)
         _check_int(self, "pool_size", minimum=1, maximum=4096)
+        _check_int(self, "max_pool_size", minimum=1, maximum=4096, optional=True)
+        if self.max_pool_size is not None and self.pool_size > self.max_pool_size:
+            raise ConfigError("pool_size", f"{self.pool_size} is above max_pool_size={self.max_pool_size}")
         _check_int(self, "threads_per_worker", minimum=1, maximum=1024)
         if self.profile == "process" and self.threads_per_worker != DEFAULT_THREADS_PER_WORKER:
             # Accepted but meaningless: a process worker runs one request at a time.

@@ -173,6 +173,23 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class SessionLostError(SnakepitError):
+    """A session's worker was retired (the pool was scaled down): its state is gone.
+
+    Raised once, on the session's next call; the call after it starts afresh on another
+    worker. Sessions are kept off retiring workers when the pool can choose.
+    """
+
+    def __init__(self, session_id: str, worker_id: str | None, reason: str) -> None:
+        self.session_id = session_id
+        self.worker_id = worker_id
+        self.reason = reason
+        super().__init__(
+            f"session {session_id!r} lost its worker {worker_id} ({reason}); its state is gone. "
+            "The next call starts the session afresh on another worker."
+        )
+
+
 class WorkerStartError(SnakepitError):
     """A worker process could not be started or did not become ready."""
 

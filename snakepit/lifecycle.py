@@ -323,6 +323,14 @@ def _next_figures(prev: WorkerFigures | None, metrics: Any, received_at: float) 
     return WorkerFigures(received_at, metrics, None if pct is None else round(pct, 2))
 
 
+def _reported_rss_mb(worker: Any) -> float | None:
+    """A worker's RSS as it measured it itself (its last heartbeat), for remote workers."""
+    metrics = getattr(worker.figures, "metrics", None)
+    if metrics is not None and metrics.HasField("rss_bytes"):
+        return metrics.rss_bytes / 2**20
+    return None
+
+
 class LifecycleMonitor:
     """Background checks of one pool's workers (see the module docstring)."""
 
@@ -363,7 +371,8 @@ class LifecycleMonitor:
         now = time.monotonic()
         workers = pool.worker_records()
         pings: list[tuple[Any, grpc.Future]] = []
-        rss = workers_rss_mb(w.pid for w in workers) if cfg.memory_threshold_mb else {}
+        # Local workers: read this host's /proc; remote (cluster) ones report their own RSS.
+        rss = workers_rss_mb(w.pid for w in workers if w.is_local) if cfg.memory_threshold_mb else {}
         for worker in workers:
             if worker.gone or worker.status not in ("available", "busy"):
                 continue
@@ -372,7 +381,7 @@ class LifecycleMonitor:
                     pool.begin_recycle(worker.worker_id, "ttl")
                     continue
                 if cfg.memory_threshold_mb:
-                    used = rss.get(worker.pid)
+                    used = rss.get(worker.pid) if worker.is_local else _reported_rss_mb(worker)
                     if used is not None and used >= cfg.memory_threshold_mb:
                         log.info("pool %r: worker %s uses %.0f MiB (threshold %.0f); recycling",
                                  pool.name, worker.worker_id, used, cfg.memory_threshold_mb)

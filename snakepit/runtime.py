@@ -36,7 +36,7 @@ def base_dir() -> str:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,7 +52,7 @@ def sweep_stale() -> list[str]:
     base = base_dir()
     for name in os.listdir(base):
         pid_txt = name.split("-", 1)[0].split(".", 1)[0]
-        if not pid_txt.isdigit() or _pid_alive(int(pid_txt)):
+        if not pid_txt.isdigit() or pid_alive(int(pid_txt)):
             continue
         path = os.path.join(base, name)
         try:

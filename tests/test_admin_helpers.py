@@ -25,7 +25,10 @@ pools = {}
 for p in spec["pools"]:
     p = dict(p)
     hold = p.pop("hold", 0)
+    adapt = p.pop("adapt", None)
     pool = snakepit.start_pool(history_interval=None, **p)
+    if adapt:
+        pool.adapt(**adapt)
     pool._held = [pool.submit_command("sleep", {"seconds": 120}, timeout=None) for _ in range(hold)]
     end = time.monotonic() + 30
     while sum(w.load for w in pool.list_workers()) < hold and time.monotonic() < end:

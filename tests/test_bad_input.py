@@ -116,3 +116,46 @@ def test_bad_timeout_value(pool):
     with pytest.raises(ValueError):
         pool.execute("ping", timeout=-1)
     _still_serving(pool)
+
+
+def _exit_with(code):
+    import sys
+
+    sys.exit(code)
+
+
+def _raise_generator_exit():
+    raise GeneratorExit("closed")
+
+
+class _CustomBase(BaseException):
+    pass
+
+
+def _raise_custom_base():
+    raise _CustomBase("not an Exception")
+
+
+@pytest.mark.parametrize("profile", ["process", "thread"])
+def test_sys_exit_and_other_base_exceptions_in_a_task_come_back_and_the_worker_serves_on(profile):
+    """Issue 18: ``sys.exit()`` in a task used to hang the call forever (no reply was sent)."""
+    pool = snakepit.start_pool(f"t-exit-{profile}", profile=profile, pool_size=1, threads_per_worker=2)
+    try:
+        pid = pool.execute("pid")
+        with pytest.raises(RemoteError) as info:
+            pool.submit(_exit_with, 3).result(timeout=20)
+        assert info.value.remote_type.endswith("SystemExit")
+        assert "sys.exit(3)" in str(info.value)
+        for fn in (_raise_generator_exit, _raise_custom_base):
+            with pytest.raises(RemoteError) as info:
+                pool.submit(fn).result(timeout=20)
+            assert fn.__name__ and info.value.remote_type.endswith(("GeneratorExit", "_CustomBase"))
+        with pytest.raises(RemoteError, match="sys.exit"):
+            pool.run_code("import sys\nprint('bye')\nsys.exit(0)", timeout=20)
+        with pytest.raises(RemoteError, match="SystemExit|sys.exit"):
+            pool.run_code("raise SystemExit('usage: prog [-h]')", timeout=20)
+        # The same worker process serves the next call, and nothing is left in flight.
+        assert pool.execute("pid") == pid
+        assert all(w.load == 0 and w.status == "available" for w in pool.list_workers())
+    finally:
+        snakepit.stop_pool(f"t-exit-{profile}")

@@ -204,3 +204,22 @@ def test_help_and_version_with_clirunner():
     result = runner.invoke(cli.get_cli(), ["profile-inspector", "--help"])
     assert result.exit_code == 0 and "--target" in result.output and "--recommendations" in result.output
     assert runner.invoke(cli.get_cli(), ["--version"]).exit_code == 0
+
+
+def test_profile_inspector_shows_the_adaptive_state(runtime_env):
+    """A pool that sizes itself says so, with its bounds and last decision (text and JSON)."""
+    pools = [{"name": "adaptive", "profile": "thread", "pool_size": 1, "threads_per_worker": 2, "hold": 2,
+              "adapt": {"minimum": 1, "maximum": 3, "interval": 0.5}}]
+    with ManagerProcess(pools, runtime_env) as manager:
+        assert manager.info["pools"]["adaptive"]["load"] == 2
+        for _ in range(20):  # its first decision comes within an interval (0.5 s)
+            text = run_cli(["profile-inspector", "--pool", "adaptive"], runtime_env)
+            if "adapt_up" in text.stdout:
+                break
+        data = run_cli(["profile-inspector", "--pool", "adaptive", "--format", "json"], runtime_env)
+    assert text.returncode == 0, text.stderr
+    assert "Adaptive:         on, 1–3 workers" in text.stdout
+    assert "last: adapt_up 1→2" in text.stdout  # 2 busy threads of 2 → 100 % → grows to 2 at once
+    entry = json.loads(data.stdout)["adaptive"]
+    assert entry["config"]["adaptive"]["maximum"] == 3
+    assert entry["config"]["target_size"] == 2

@@ -534,7 +534,8 @@ class ProfileInspector:
             memory=memory, samples=samples, saturation_times=list(p.saturation_history.copy()), now=time.time(),
             settings={"pool_size": cfg.pool_size, "max_queue_size": cfg.max_queue_size,
                       "memory_threshold_mb": cfg.memory_threshold_mb, "worker_max_requests": cfg.worker_max_requests,
-                      "threads_per_worker": cfg.threads_per_worker},
+                      "threads_per_worker": cfg.threads_per_worker,
+                      "adaptive": p.adaptive.describe() if getattr(p, "adaptive", None) is not None else None},
         )
 
     def get_recommendations(self, pool: PoolLike = "default") -> Recommendations:

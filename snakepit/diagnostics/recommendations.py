@@ -348,10 +348,25 @@ def rule_saturation(s: Snapshot, t: Thresholds) -> Recommendation | None:
          "max_queue_size": max(10, 2 * max_queue)})
 
 
+def rule_adaptive(s: Snapshot, t: Thresholds) -> Recommendation | None:
+    """Adaptive sizing is on: say so, and what it last did (it acts on the same signals)."""
+    state = s.settings.get("adaptive") if s.settings else None
+    if not state:
+        return None
+    last = state.get("last_decision")
+    did = (f"last decision: {last['reason']} {last['from_size']} → {last['to_size']} workers"
+           if last else "no decision yet")
+    return Recommendation(
+        "info", "adaptive_sizing",
+        f"Adaptive sizing is on ({state['minimum']}–{state['maximum']} workers); {did}. "
+        "It adds and removes workers by load, so size recommendations are applied automatically.",
+        dict(state), {})
+
+
 #: The rules, in the order their recommendations are listed.
 RULES: tuple[Rule, ...] = (
     rule_profile, rule_memory, rule_utilization,
-    rule_gil_bound, rule_io_idle, rule_memory_growth, rule_saturation,
+    rule_gil_bound, rule_io_idle, rule_memory_growth, rule_saturation, rule_adaptive,
 )
 
 

@@ -85,7 +85,7 @@ class CompletionMixin:
         )
         self._send_all(dispatch)
         if newly_recycling:
-            self._start_replacement()
+            self._grow_to_target()
         if drained:
             self._retire(worker)
 

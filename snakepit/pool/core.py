@@ -27,13 +27,14 @@ from .dispatch import DispatchMixin
 from .mapping import MapMixin
 from .records import COUNTERS, STOPPED, RunResult, WorkerInfo, _Worker
 from .sessions import Session
+from .sizing import SizingMixin
 from .timers import _Timer
 from .workers import WorkerSetMixin
 
 log = logging.getLogger("snakepit.pool")
 
 
-class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, MapMixin):
+class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, SizingMixin, MapMixin):
     """A pool of worker processes. Create it with :func:`snakepit.start_pool`.
 
     Example::
@@ -73,6 +74,8 @@ class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, MapMixin):
         self._last_start_error: str | None = None
         self._starter_threads: set[threading.Thread] = set()
         self._stop_callbacks: list[Callable[[Pool], None]] = []
+        self._target = int(config.pool_size or 1)
+        self._adaptive: Any = None
         # Counters and recent history for diagnostics (read-only for them).
         self.counters: dict[str, int] = collections.defaultdict(int, dict.fromkeys(COUNTERS, 0))
         self.recent_latencies_us: collections.deque[int] = collections.deque(maxlen=4096)
@@ -380,6 +383,8 @@ class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, MapMixin):
 
     def _teardown(self, grace: float) -> None:
         self._closed = True
+        if self._adaptive is not None:
+            self._adaptive.stop()
         if self.lifecycle is not None:
             self.lifecycle.stop()
         if getattr(self, "history", None) is not None:

@@ -26,6 +26,14 @@ class DispatchMixin:
         if self._closed:
             raise PoolClosedError(self.name)
 
+    def _check_session_worker(self, session: "Session") -> None:
+        """(lock held) A session whose worker is being scaled away loses its state: say so."""
+        if session.worker_id is not None:
+            bound = self._workers.get(session.worker_id)
+            if bound is not None and bound.recycle_reason == "scaled_down":
+                session._lose(bound.worker_id, "the pool was scaled down")
+        session._raise_if_lost()
+
     def _pick_worker(self, session: "Session | None") -> _Worker | None:
         """Least-loaded accepting worker with a free slot (lock held)."""
         if session is not None and session.worker_id is not None:
@@ -226,6 +234,8 @@ class DispatchMixin:
         saturated = None
         with self._lock:
             self._check_open()
+            if session is not None:
+                self._check_session_worker(session)
             self.counters["requests"] += 1
             worker = self._pick_worker(session)
             if worker is not None:

@@ -5,7 +5,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .. import telemetry
-from ..errors import WorkerCrashedError
+from ..errors import SessionLostError, WorkerCrashedError
 from .calls import _DEFAULT, SnakepitFuture, _iterate_stream, _wait
 from .records import RunResult
 
@@ -28,6 +28,7 @@ class Session:
         self.pinned = False
         self.last_used = time.monotonic()
         self._pending_move: str | None = None
+        self.lost: tuple[str, str] | None = None  # (worker_id, reason): its worker was retired
         self._previous: str | None = None
 
     # Called with the pool lock held.
@@ -56,6 +57,17 @@ class Session:
             self._previous = self.worker_id
             self._pending_move = reason
             self.worker_id = None
+
+    def _lose(self, worker_id: str, reason: str) -> None:
+        """(pool lock held) The worker was retired for good: the next call raises."""
+        self.lost = (worker_id, reason)
+        self.worker_id = None
+        self._pending_move = None
+
+    def _raise_if_lost(self) -> None:
+        lost, self.lost = self.lost, None
+        if lost is not None:
+            raise SessionLostError(self.session_id, lost[0], lost[1])
 
     @property
     def moved(self) -> bool:

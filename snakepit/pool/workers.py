@@ -73,11 +73,14 @@ class WorkerSetMixin:
             raise ConfigError("python", message)
         raise WorkerStartError(self.name, message)
 
-    def _activate(self, worker: _Worker) -> None:
-        """Connect to a ready worker and make it available."""
+    def _activate(self, worker: _Worker, replacement: bool = False) -> None:
+        """Connect to a ready worker and make it available (a started replacement stops
+        counting as pending in the same step, so the pool's size is never counted twice)."""
         self._connect(worker)
         startup_ms = (time.monotonic() - worker.started_mono) * 1000
         with self._lock:
+            if replacement:
+                self._replacements_pending -= 1
             if worker.gone:
                 return
             worker.status = AVAILABLE
@@ -92,17 +95,22 @@ class WorkerSetMixin:
         )
         self._send_all(dispatch)
 
-    def _start_replacement(self, delay: float = 0.0, then: Callable[[], None] | None = None) -> None:
+    def _start_replacement(self, delay: float = 0.0, then: Callable[[], None] | None = None,
+                           counted: bool = False) -> None:
         """Start one worker in the background (after ``delay``), retrying with backoff.
 
         ``then`` runs once the new worker is serving (used to retire the worker it replaces).
         """
         with self._lock:
             if self._closed:
+                if counted:
+                    self._replacements_pending -= 1
                 return
-            self._replacements_pending += 1
+            if not counted:
+                self._replacements_pending += 1
 
         def run() -> None:
+            activated = False
             try:
                 if delay:
                     time.sleep(delay)
@@ -116,10 +124,13 @@ class WorkerSetMixin:
                 if self._closed:
                     result.stop(1.0)
                     return
-                self._activate(worker)
+                self._activate(worker, replacement=True)
+                activated = True
                 self._start_failures = 0
                 if then is not None:
                     then()
+                else:
+                    self._trim_to_target()
             except Exception as exc:  # noqa: BLE001 - retried with backoff, reported in diagnostics
                 self._start_failures += 1
                 self._last_start_error = str(exc)
@@ -127,15 +138,17 @@ class WorkerSetMixin:
                 backoff = min(30.0, 0.2 * 2 ** min(self._start_failures, 8))
                 log.warning("pool %r: replacement worker failed to start (%s); retrying in %.1fs",
                             self.name, exc, backoff)
-                if not self._closed:
+                if not self._closed and not activated:
                     with self._lock:
                         self._replacements_pending -= 1
+                        activated = True  # counted down here
                     self._start_replacement(delay=backoff, then=then)
                     return
             finally:
                 self._starter_threads.discard(threading.current_thread())
-            with self._lock:
-                self._replacements_pending -= 1
+            if not activated:
+                with self._lock:
+                    self._replacements_pending -= 1
 
         thread = threading.Thread(target=run, name=f"snakepit-{self.name}-starter", daemon=True)
         self._starter_threads.add(thread)
@@ -200,7 +213,7 @@ class WorkerSetMixin:
         if not retiring:
             log.warning("pool %r: worker %s (pid %s) died (exit code %s); starting a replacement",
                         self.name, worker.worker_id, worker.pid, exit_code)
-            self._start_replacement()
+            self._grow_to_target()
         else:
             # A recycling worker that died: its replacement is already on its way.
             self._record_recycle(worker, worker.recycle_reason or "manual", worker.recycle_memory_mb)
@@ -228,13 +241,14 @@ class WorkerSetMixin:
             return self._mark_recycling(worker, "max_requests")
         return False
 
-    def _mark_recycling(self, worker: _Worker, reason: str) -> bool:
+    def _mark_recycling(self, worker: _Worker, reason: str, grace: bool = True) -> bool:
         """(lock held) Stop routing to ``worker``; it is stopped once drained (or after the grace)."""
         if worker.status not in (AVAILABLE, BUSY, UNHEALTHY) or worker.gone:
             return False
         worker.status = RECYCLING
         worker.recycle_reason = reason
-        self._timer.call_later(self.config.recycle_grace, lambda: self._recycle_grace_expired(worker))
+        if grace:
+            self._timer.call_later(self.config.recycle_grace, lambda: self._recycle_grace_expired(worker))
         return True
 
     def begin_recycle(self, worker_id: str, reason: str, *, replace_first: bool = True) -> bool:
@@ -297,7 +311,10 @@ class WorkerSetMixin:
         for sid in sessions:
             session = self._sessions.get(sid)
             if session is not None and session.worker_id == worker.worker_id:
-                session._unbind(f"worker recycled ({reason})")
+                if reason == "scaled_down":  # its state is gone: the next call says so
+                    session._lose(worker.worker_id, "the pool was scaled down")
+                else:
+                    session._unbind(f"worker recycled ({reason})")
         if worker.conn is not None:
             worker.conn.close()
         if worker.process is not None:

@@ -25,6 +25,7 @@ Events emitted by snakepit (measurements / metadata):
 ``("snakepit","worker","started")``            startup_ms                          pool, worker_id, pid
 ``("snakepit","worker","crashed")``            exit_code                           pool, worker_id, pid
 ``("snakepit","session","moved")``             count                               pool, session_id, from_worker, to_worker
+``("snakepit","pool","scaled")``               from_size, to_size                  pool, reason (manual/adapt_up/adapt_down)
 =============================================  ==================================  ============================================
 
 Prometheus: ``snakepit.telemetry.prometheus.start_exporter(port=0)`` serves these events as
@@ -60,9 +61,11 @@ WORKER_HEALTH_CHECK_FAILED: Event = ("snakepit", "worker", "health_check_failed"
 WORKER_STARTED: Event = ("snakepit", "worker", "started")
 WORKER_CRASHED: Event = ("snakepit", "worker", "crashed")
 SESSION_MOVED: Event = ("snakepit", "session", "moved")
+POOL_SCALED: Event = ("snakepit", "pool", "scaled")
 
 EVENTS: tuple[Event, ...] = (
     POOL_SATURATED,
+    POOL_SCALED,
     POOL_CAPACITY_REACHED,
     REQUEST_EXECUTED,
     WORKER_RECYCLED,

@@ -206,9 +206,12 @@ class WorkerService(pb_grpc.WorkerServicer):
                 _set_current(None)
         except (Cancelled, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - SystemExit & co. end the task, not the worker
             tb = _format_user_traceback(exc)
-            return self._error(rid, codec.failure_from_exception(exc, codec.REMOTE, tb=tb))
+            failure = codec.failure_from_exception(exc, codec.REMOTE, tb=tb)
+            if not isinstance(exc, Exception):
+                failure.message = _describe_base_exception(exc)
+            return self._error(rid, failure)
         if stream:
             send(self._chunk(rid, value))
             return pb.Reply(request_id=rid, kind=pb.Reply.END)
@@ -468,6 +471,16 @@ class MemoryProbe:
 
 
 _INTERNAL_FILES = {__file__, os.path.join(os.path.dirname(__file__), "builtin.py")}
+
+
+def _describe_base_exception(exc: BaseException) -> str:
+    """The message for a task that raised SystemExit, GeneratorExit or another BaseException:
+    it ended the task; the worker keeps serving."""
+    if isinstance(exc, SystemExit):
+        what = f"the task called sys.exit({exc.code!r})"
+    else:
+        what = f"the task raised {type(exc).__name__}({str(exc)!r})" if str(exc) else f"the task raised {type(exc).__name__}"
+    return f"{what}; the worker was not stopped and keeps serving"
 
 
 def _format_user_traceback(exc: BaseException) -> str:
