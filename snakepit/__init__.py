@@ -29,6 +29,7 @@ _LAZY = {
     "Adapter": "worker.adapter",
     "Adaptive": "adaptive",
     "Cancelled": "worker.adapter",
+    "ClusterError": "errors",
     "ConfigError": "errors",
     "PayloadTooLargeError": "errors",
     "Pool": "pool",
@@ -70,6 +71,7 @@ __all__ = [
     "Adapter",
     "Adaptive",
     "Cancelled",
+    "ClusterError",
     "ConfigError",
     "PayloadTooLargeError",
     "Pool",
@@ -217,6 +219,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .api import get_pool, list_pools, shutdown, stop_pool
     from .config import PoolConfig
     from .errors import (
+        ClusterError,
         ConfigError,
         PayloadTooLargeError,
         PoolClosedError,

@@ -32,6 +32,9 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_THREADS_PER_WORKER = 10
 DEFAULT_MAX_MESSAGE_MB = 256
+DEFAULT_CLUSTER_LEASE = 10.0
+DEFAULT_CLUSTER_CONNECT_TIMEOUT = 10.0
+DEFAULT_CLUSTER_DRAIN_TIMEOUT = 20.0
 
 
 #: Longest time setting: larger values are clamped (about 115 days).
@@ -100,6 +103,16 @@ class PoolConfig:
             only calls the pool has seen finish in under 2 ms, as many as make ≈ 4 ms of
             waiting work (at most 64); ``0``: never; ``N``: up to N, whatever the calls.
             Sessions and streams are never pipelined. See docs/performance.md.
+        cluster: run the workers on a Dask ``distributed`` cluster instead of this machine
+            (``pool.backend == "dask"``; ``pip install "snakepit[dask]"``): a scheduler address
+            (``"tcp://10.0.0.5:8786"``), a ``distributed.Client`` (used as is, left open), or
+            any Cluster object with ``.scheduler_address`` (``LocalCluster``, ``SLURMCluster``,
+            ``KubeCluster`` …). ``None`` (default): local workers. See docs/cluster.md.
+        cluster_lease: seconds a cluster worker outlives its last renewal by the manager
+            (renewed every third of it): a kernel that dies leaves nothing running after it.
+        cluster_connect_timeout: seconds to reach the Dask scheduler before ``ClusterError``.
+        cluster_drain_timeout: seconds the workers of a Dask worker that Dask retires may take
+            to finish what they hold before they are killed.
         max_pool_size: the hard cap on ``pool.scale(n)`` and ``pool.adapt(maximum=…)``
             (``None``: 4096).
     """
@@ -130,6 +143,10 @@ class PoolConfig:
     start_method: str | None = None
     pipeline_depth: int | None = None
     preload: Sequence[str] = ()
+    cluster: Any = None
+    cluster_lease: float = DEFAULT_CLUSTER_LEASE
+    cluster_connect_timeout: float = DEFAULT_CLUSTER_CONNECT_TIMEOUT
+    cluster_drain_timeout: float = DEFAULT_CLUSTER_DRAIN_TIMEOUT
     max_pool_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -198,6 +215,25 @@ class PoolConfig:
         object.__setattr__(self, "preload", tuple(m.strip() for m in self.preload))
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {START_METHODS} or None, got {self.start_method!r}")
+        _check_number(self, "cluster_lease", positive=True)
+        _check_number(self, "cluster_connect_timeout", positive=True)
+        _check_number(self, "cluster_drain_timeout", positive=True)
+        if self.cluster is not None:
+            _check_cluster(self.cluster)
+
+    @property
+    def cluster_address(self) -> str | None:
+        """The Dask scheduler's address of a cluster pool (None for a local pool)."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        if isinstance(cluster, str):
+            return cluster
+        address = getattr(cluster, "scheduler_address", None)
+        if address is None:
+            scheduler = getattr(cluster, "scheduler", None)
+            address = getattr(scheduler, "address", None)
+        return str(address) if address else repr(cluster)
 
     @property
     def capacity_per_worker(self) -> int:
@@ -229,10 +265,30 @@ class PoolConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (adapter options are shown by key only)."""
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["cluster"] = self.cluster_address  # a Client or Cluster object is shown by its address
         out["adapter_options"] = sorted(self.adapter_options)
         out["env"] = dict(self.env)
         return out
+
+
+def _check_cluster(cluster: Any) -> None:
+    """``cluster=``: distributed must be installed; an address string, a Client or a Cluster."""
+    try:
+        import distributed  # noqa: PLC0415 - only for cluster pools
+    except ImportError as exc:
+        raise ConfigError("cluster", 'a cluster pool needs Dask distributed, which is not installed: '
+                                     f'pip install "snakepit[dask]" ({exc})') from exc
+    if isinstance(cluster, str):
+        rest = cluster.split("://", 1)[-1]
+        if not cluster.strip() or ":" not in rest and "://" not in cluster:
+            raise ConfigError("cluster", f"must be a scheduler address like 'tcp://host:8786', got {cluster!r}")
+        return
+    if isinstance(cluster, distributed.Client):
+        return
+    if getattr(cluster, "scheduler_address", None) is None:
+        raise ConfigError("cluster", "must be a scheduler address, a distributed.Client or a Cluster object "
+                                     f"(with .scheduler_address), got {type(cluster).__name__}")
 
 
 def _check_str(cfg: PoolConfig, key: str) -> None:

@@ -14,6 +14,7 @@ them all::
     ├── RequestCancelledError       the request was cancelled
     ├── WorkerCrashedError          the worker died while serving the request
     ├── WorkerStartError            a worker could not start (bad adapter, interpreter…)
+    ├── ClusterError                cluster=: scheduler unreachable, no Dask workers, no snakepit there
     ├── PayloadTooLargeError        arguments or result exceed max_message_mb
     ├── SerializationError          arguments or result could not be pickled
     └── RemoteError                 the command raised in the worker
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "PayloadTooLargeError",
     "PoolClosedError",
@@ -54,6 +56,13 @@ class ConfigError(SnakepitError, ValueError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"{key}: {message}")
+
+
+class ClusterError(SnakepitError):
+    """A cluster pool (``cluster=``) cannot use its Dask cluster: the scheduler is unreachable
+    within ``cluster_connect_timeout`` (the message names its address), the cluster has no
+    workers when ``startup_timeout`` ends, or no Dask worker's Python can run snakepit workers
+    (the message names the host)."""
 
 
 class PoolExistsError(ConfigError):

@@ -433,7 +433,16 @@ def _parser() -> argparse.ArgumentParser:
     if _parser_cache:  # built in the zygote: a forked worker does not build it again
         return _parser_cache[0]
     parser = argparse.ArgumentParser(prog="python -m snakepit.worker")
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--socket", default="")
+    # A cluster worker (the Dask backend): TCP instead of a Unix socket, every call
+    # authenticated with the pool's secret, TLS optional, and a lease (see worker/lease.py).
+    parser.add_argument("--listen", default="", help="HOST:PORT to serve on (port 0: any free one)")
+    parser.add_argument("--secret-file", default="", help="owner-only file holding the pool's secret")
+    parser.add_argument("--tls-cert", default="")
+    parser.add_argument("--tls-key", default="")
+    parser.add_argument("--tls-ca", default="")
+    parser.add_argument("--lease", type=float, default=0.0, help="exit after this many seconds without renewal")
+    parser.add_argument("--lease-first", type=float, default=0.0, help="the first renewal may take this long")
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--adapter", required=True)
     parser.add_argument("--profile", choices=("process", "thread"), default="process")
@@ -463,6 +472,42 @@ def preload_modules() -> None:
             importlib.import_module(name)
         except Exception as exc:
             raise RuntimeError(f"cannot preload module {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _tcp_options(args: argparse.Namespace) -> tuple:
+    """``(listen, server credentials, interceptors)`` of a cluster worker; ``(None, None, ())``
+    for a local one (Unix socket)."""
+    if bool(args.listen) == bool(args.socket):
+        raise RuntimeError("give exactly one of --socket and --listen")
+    if not args.listen:
+        return None, None, ()
+    import grpc
+
+    from .auth import SecretInterceptor, read_secret
+
+    if not args.secret_file:
+        raise RuntimeError("--listen needs --secret-file: no worker answers on TCP without authentication")
+    secret = read_secret(args.secret_file)
+    renew = None
+    if args.lease > 0:
+        from .lease import Lease
+
+        lease = Lease(args.lease, args.lease_first or None)
+        lease.start()
+        renew = lease.renew
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        with open(args.tls_key, "rb") as fh:
+            key = fh.read()
+        with open(args.tls_cert, "rb") as fh:
+            cert = fh.read()
+        ca = None
+        if args.tls_ca:
+            with open(args.tls_ca, "rb") as fh:
+                ca = fh.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                                  require_client_auth=ca is not None)
+    return args.listen, credentials, (SecretInterceptor(secret, renew),)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -508,14 +553,16 @@ def _run_worker(args: argparse.Namespace) -> int:
             runner=runner,
             on_shutdown=lambda: holder["server"].stop(),
         )
-        server = holder["server"] = serve(service, args.socket)
+        listen, credentials, interceptors = _tcp_options(args)
+        server = holder["server"] = serve(service, args.socket or None, listen=listen,
+                                          credentials=credentials, interceptors=interceptors)
     except BaseException as exc:  # noqa: BLE001 - every start failure is reported
         _report(args.ready_fd, {"ok": False, "error": f"{exc}", "traceback": traceback.format_exc()})
         return 1
 
     runner.install_interrupt_handler(service)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    _report(args.ready_fd, {"ok": True, "pid": os.getpid()})
+    _report(args.ready_fd, {"ok": True, "pid": os.getpid(), "port": server.port})
     if runner.use_main_thread:
         runner.run_main_loop(server.stopped)
     else:
@@ -525,10 +572,11 @@ def _run_worker(args: argparse.Namespace) -> int:
         adapter.teardown()
     except Exception:
         traceback.print_exc()
-    try:
-        os.unlink(args.socket)
-    except OSError:
-        pass
+    if args.socket:
+        try:
+            os.unlink(args.socket)
+        except OSError:
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

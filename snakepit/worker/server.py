@@ -502,6 +502,7 @@ class ServerHandle:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self.thread: threading.Thread | None = None
+        self.port = 0  # the bound TCP port of a --listen worker
 
     def stop(self) -> None:
         if self.loop is not None and self._stop_event is not None and not self.stopped.is_set():
@@ -511,8 +512,14 @@ class ServerHandle:
                 pass
 
 
-def serve(service: WorkerService, socket_path: str) -> ServerHandle:
-    """Start the asyncio gRPC server on ``socket_path`` in a background thread."""
+def serve(service: WorkerService, socket_path: str | None, *, listen: str | None = None,
+          credentials: grpc.ServerCredentials | None = None, interceptors: tuple = ()) -> ServerHandle:
+    """Start the asyncio gRPC server on ``socket_path`` in a background thread.
+
+    Or, with ``listen="HOST:PORT"`` (a cluster worker), on TCP (port 0: any free one, see
+    ``handle.port``), with TLS when ``credentials`` are given; ``interceptors`` check the
+    secret of each call (:mod:`snakepit.worker.auth`).
+    """
 
     handle = ServerHandle()
     started = threading.Event()
@@ -526,15 +533,24 @@ def serve(service: WorkerService, socket_path: str) -> ServerHandle:
             ("grpc.max_receive_message_length", service.max_message_bytes + 2**16),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=list(interceptors) or None)
         pb_grpc.add_WorkerServicer_to_server(service, server)
-        old_umask = os.umask(0o177)  # the socket file is created owner-only
-        try:
-            server.add_insecure_port(f"unix://{socket_path}")
-        finally:
-            os.umask(old_umask)
-        await server.start()
-        os.chmod(socket_path, 0o600)
+        if listen is not None:
+            if credentials is not None:
+                handle.port = server.add_secure_port(listen, credentials)
+            else:
+                handle.port = server.add_insecure_port(listen)
+            if not handle.port:
+                raise RuntimeError(f"cannot listen on {listen}")
+            await server.start()
+        else:
+            old_umask = os.umask(0o177)  # the socket file is created owner-only
+            try:
+                server.add_insecure_port(f"unix://{socket_path}")
+            finally:
+                os.umask(old_umask)
+            await server.start()
+            os.chmod(socket_path, 0o600)
         started.set()
         await handle._stop_event.wait()
         await server.stop(0.2)

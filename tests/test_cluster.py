@@ -1,0 +1,310 @@
+"""Cluster pools on real loopback Dask clusters (see tests/cluster_fixtures.py): no mocks."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import grpc
+import psutil
+import pytest
+
+import snakepit
+
+pytest.importorskip("distributed")
+
+from cluster_fixtures import cli_cluster, local_cluster, shared_cli_cluster  # noqa: E402,F401
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait(pred, timeout: float, interval: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def test_every_call_style_on_a_cluster_pool(shared_cli_cluster):
+    cluster = shared_cli_cluster
+    pool = snakepit.start_pool("big", cluster=cluster.address, profile="process", pool_size=4)
+    try:
+        assert pool.backend == "dask"
+        assert pool.execute("ping", {})["pong"] is True
+        offset = 40
+        assert pool.submit(lambda x: x + offset, 2).result(timeout=30) == 42  # a closure
+        assert list(pool.map(lambda x: x * x, range(20), chunksize=3)) == [x * x for x in range(20)]
+        assert list(pool.execute_stream("count", {"n": 3})) == [0, 1, 2]
+        with pool.session("s1") as s:
+            s.run_code("x = 41")
+            assert s.run_code("x + 1").result == 42
+            pids = {s.execute("ping", {})["pid"] for _ in range(5)}
+            assert len(pids) == 1
+        assert pool.run_code("y = 2\ny * 3").result == 6
+        workers = pool.list_workers()
+        assert len(workers) == 4
+        dask_pids = cluster.worker_pids()
+        for w in workers:
+            assert w.dask_worker in dask_pids
+            assert w.address.startswith("127.0.0.1:")
+            assert w.host
+            proc = psutil.Process(w.pid)
+            ancestors = [p.pid for p in proc.parents()]
+            assert dask_pids[w.dask_worker] in ancestors  # a child of its Dask worker process
+            # not the kernel's: the kernel here is also the parent of the test's Dask CLI processes
+            assert proc.ppid() != os.getpid()
+            assert proc.ppid() == dask_pids[w.dask_worker]
+        # spread over both Dask workers (2 threads each)
+        assert len({w.dask_worker for w in workers}) == 2
+        pids = [w.pid for w in workers]
+    finally:
+        snakepit.stop_pool("big")
+    assert _wait(lambda: not any(_alive(p) for p in pids), 10), "stop_pool left workers running"
+
+
+def test_thread_profile_streams_and_cancels(shared_cli_cluster):
+    pool = snakepit.start_pool("stream", cluster=shared_cli_cluster.address, profile="thread",
+                               pool_size=2, threads_per_worker=4)
+    try:
+        assert list(pool.execute_stream("count", {"n": 4, "delay": 0.01})) == [0, 1, 2, 3]
+        futs = [pool.submit(time.sleep, 0.2) for _ in range(8)]
+        for f in futs:
+            f.result(timeout=30)
+        with pytest.raises(snakepit.RequestTimeoutError):
+            pool.execute("sleep", {"seconds": 5}, timeout=0.5)
+        assert pool.execute("ping", {})["pong"]
+    finally:
+        snakepit.stop_pool("stream")
+
+
+def test_raw_grpc_call_without_the_secret_is_refused(shared_cli_cluster):
+    from snakepit.protocol import worker_pb2 as pb
+    from snakepit.protocol import worker_pb2_grpc as pb_grpc
+
+    pool = snakepit.start_pool("auth", cluster=shared_cli_cluster.address, pool_size=1)
+    try:
+        address = pool.list_workers()[0].address
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.WorkerStub(channel)
+            for metadata in (None, (("snakepit-secret", "wrong" * 8),)):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Ping(pb.PingRequest(message="x"), timeout=5, metadata=metadata)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError) as info:
+                    list(stub.ExecuteStream(pb.Request(request_id=1, command="ping"), timeout=5, metadata=metadata))
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert pool.execute("ping", {})["pong"] is True  # the pool's own calls carry it
+    finally:
+        snakepit.stop_pool("auth")
+
+
+def test_unreachable_scheduler_is_a_cluster_error_naming_it():
+    t0 = time.monotonic()
+    with pytest.raises(snakepit.ClusterError) as info:
+        snakepit.start_pool("nowhere", cluster="tcp://127.0.0.1:9", pool_size=1, cluster_connect_timeout=2)
+    assert "tcp://127.0.0.1:9" in str(info.value)
+    assert time.monotonic() - t0 < 15
+
+
+def test_bad_cluster_values_are_config_errors():
+    with pytest.raises(snakepit.ConfigError) as info:
+        snakepit.PoolConfig(cluster=42)
+    assert info.value.key == "cluster"
+    with pytest.raises(snakepit.ConfigError) as info:
+        snakepit.PoolConfig(cluster="tcp://h:1", cluster_lease=0)
+    assert info.value.key == "cluster_lease"
+
+
+def test_missing_distributed_is_a_config_error_saying_what_to_install():
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "distributed" or name.startswith("distributed."):
+                    raise ModuleNotFoundError("No module named 'distributed'")
+                return None
+        sys.meta_path.insert(0, Block())
+        import snakepit
+        try:
+            snakepit.start_pool("x", cluster="tcp://127.0.0.1:8786", pool_size=1)
+        except snakepit.ConfigError as exc:
+            print("KEY", exc.key); print("MSG", exc)
+        p = snakepit.start_pool("local", pool_size=1)   # the local pool never needs it
+        assert p.backend == "local" and p.execute("ping", {})["pong"]
+        snakepit.shutdown()
+        print("DIST", "distributed" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "KEY cluster" in out.stdout, out.stderr
+    assert 'pip install "snakepit[dask]"' in out.stdout
+    assert "DIST False" in out.stdout
+
+
+def test_local_cluster_object(local_cluster):
+    pool = snakepit.start_pool("lc", cluster=local_cluster, pool_size=2)
+    try:
+        assert pool.backend == "dask"
+        assert pool.submit(pow, 2, 10).result(timeout=30) == 1024
+        assert {w.dask_worker for w in pool.list_workers()} <= set(local_cluster.scheduler_info["workers"])
+    finally:
+        snakepit.stop_pool("lc")
+
+
+def test_a_given_client_is_reused_and_left_open(shared_cli_cluster):
+    client = shared_cli_cluster.client()
+    try:
+        pool = snakepit.start_pool("cl", cluster=client, pool_size=1)
+        assert pool.execute("ping", {})["pong"]
+        snakepit.stop_pool("cl")
+        assert client.status == "running"
+    finally:
+        client.close()
+
+
+def test_sigkill_a_dask_worker_under_load(cli_cluster, events):
+    from snakepit.errors import WorkerCrashedError
+
+    events.attach(("snakepit", "worker", "crashed"))
+    pool = snakepit.start_pool("load", cluster=cli_cluster.address, pool_size=4, queue_timeout=None)
+    try:
+        workers = pool.list_workers()
+        victim = workers[0].dask_worker
+        dask_pid = cli_cluster.worker_pids()[victim]
+        on_victim = [w.pid for w in workers if w.dask_worker == victim]
+        assert on_victim
+        futs = [pool.submit(time.sleep, 3) for _ in range(8)]
+        time.sleep(0.5)
+        os.kill(dask_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        crashed = ok = 0
+        for f in futs:
+            try:
+                f.result(timeout=20)  # none hangs
+                ok += 1
+            except WorkerCrashedError:
+                crashed += 1
+        assert crashed >= 1 and crashed + ok == 8
+        assert _wait(lambda: not any(_alive(p) for p in on_victim), 10), "its snakepit workers outlived it"
+        assert _wait(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 4,
+                     10), pool.list_workers()
+        assert time.monotonic() - t0 < 25
+        assert events.of(("snakepit", "worker", "crashed"))
+        assert pool.execute("ping", {})["pong"]
+    finally:
+        snakepit.stop_pool("load")
+
+
+def test_a_killed_kernel_leaves_nothing_after_the_lease(shared_cli_cluster):
+    code = textwrap.dedent(f"""
+        import snakepit, sys, time
+        pool = snakepit.start_pool("k", cluster={shared_cli_cluster.address!r}, pool_size=2, cluster_lease=3)
+        print("PIDS", " ".join(str(w.pid) for w in pool.list_workers()), flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        line = ""
+        deadline = time.monotonic() + 90
+        while not line.startswith("PIDS") and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) == 2
+        time.sleep(4)  # renewed past the first lease
+        assert all(_alive(p) for p in pids)
+        proc.kill()
+        proc.wait(10)
+        t0 = time.monotonic()
+        assert _wait(lambda: not any(_alive(p) for p in pids), 3 + 8), "workers outlived the lease"
+        assert time.monotonic() - t0 >= 1.0  # it was the lease, not a parent watch
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster):
+    pool = snakepit.start_pool("retire", cluster=cli_cluster.address, pool_size=2, queue_timeout=None,
+                               cluster_drain_timeout=10)
+    try:
+        workers = pool.list_workers()
+        assert len({w.dask_worker for w in workers}) == 2
+        victim = workers[0]
+        with pool.session("on-victim") as s:
+            fut = s.submit(time.sleep, 2.0)  # runs on the victim's worker ... (session affinity)
+            time.sleep(0.3)
+            sess_worker = [w for w in pool.list_workers() if w.load][0]
+            client = cli_cluster.client()
+            try:
+                client.retire_workers([sess_worker.dask_worker], close_workers=True)
+            finally:
+                client.close()
+            assert fut.result(timeout=30) is None  # it finished what it held
+        assert not _alive(sess_worker.pid) or _wait(lambda: not _alive(sess_worker.pid), 10)
+        assert _wait(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 2, 15)
+        assert all(w.dask_worker != sess_worker.dask_worker for w in pool.list_workers())
+        assert pool.execute("ping", {})["pong"]
+        del victim
+    finally:
+        snakepit.stop_pool("retire")
+
+
+def test_tls_cluster_uses_tls_channels():
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("cryptography")
+    security = distributed.Security.temporary()
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, security=security, protocol="tls://")
+    try:
+        pool = snakepit.start_pool("tls", cluster=cluster, pool_size=1)
+        try:
+            assert pool._backend.credentials is not None
+            assert pool.execute("ping", {})["pong"]
+            address = pool.list_workers()[0].address
+            from snakepit.protocol import worker_pb2 as pb
+            from snakepit.protocol import worker_pb2_grpc as pb_grpc
+
+            with grpc.insecure_channel(address) as channel:  # plaintext is not served
+                with pytest.raises(grpc.RpcError):
+                    pb_grpc.WorkerStub(channel).Ping(pb.PingRequest(message="x"), timeout=3)
+        finally:
+            snakepit.stop_pool("tls")
+    finally:
+        cluster.close()
+
+
+def test_diagnostics_and_a_later_dask_worker(cli_cluster):
+    from snakepit import diagnostics as dx
+
+    pool = snakepit.start_pool("diag", cluster=cli_cluster.address, pool_size=2, heartbeat_interval=0.5)
+    try:
+        before = {w.dask_worker for w in pool.list_workers()}
+        stats = dx.get_pool_stats("diag")
+        assert stats.worker_count == 2
+        assert len(stats.to_frame()) == 2
+        mem = dx.get_memory_stats("diag")
+        assert mem.total_memory_mb > 0
+        cli_cluster.add_worker(nthreads=8)
+        cli_cluster.wait_for_workers(3)
+        for w in pool.list_workers():  # replacements go where there is room: the newcomer
+            pool.recycle_worker(w.worker_id)
+        assert _wait(lambda: any(w.dask_worker not in before for w in pool.list_workers()
+                                 if w.status in ("available", "busy")), 20), pool.list_workers()
+        assert pool.execute("ping", {})["pong"]
+    finally:
+        snakepit.stop_pool("diag")
