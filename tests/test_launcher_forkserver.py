@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import site
 import subprocess
+import sysconfig
 import sys
 import textwrap
 import time
@@ -93,12 +95,27 @@ def test_wrapper_script_is_spawned(tmp_path):
         pool.stop()
 
 
+def _inherit_site_packages(python) -> None:
+    """Give a new venv this environment's packages, whatever this environment is (system
+    Python, a venv, a conda env): ``--system-site-packages`` would only reach the *base*
+    interpreter's, which lack grpc when the tests run from a venv. ``site.addsitedir`` also
+    runs those directories' .pth files (editable installs)."""
+    ours = [d for d in {*site.getsitepackages(), site.getusersitepackages(),
+                        sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+            if os.path.isdir(d)]
+    theirs = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(theirs, "_snakepit_test_parent_env.pth"), "w") as fh:
+        fh.write("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in sorted(ours)) + "\n")
+
+
 def test_other_venv_is_spawned(tmp_path):
     # A venv's python is a symlink to this very interpreter binary, but it is another
     # environment (sys.prefix, site-packages): a fork of our zygote would be the wrong one.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    _inherit_site_packages(python)
     assert os.path.samefile(python, sys.executable) or os.path.realpath(python) != os.path.realpath(sys.executable)
     pool = snakepit.start_pool("t-venv", pool_size=1, python=str(python), start_method="forkserver")
     try:
