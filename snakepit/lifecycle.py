@@ -42,7 +42,7 @@ MEMORY_MIN_INTERVAL_S = 1.0
 
 __all__ = [
     "LifecycleMonitor", "WorkerFigures", "children_map", "descendants", "has_children", "own_memory",
-    "process_memory_bytes", "worker_memory", "workers_memory", "workers_rss_mb",
+    "process_memory_bytes", "worker_memory", "worker_rss_mb", "workers_memory", "workers_rss_mb",
 ]
 
 
@@ -329,6 +329,12 @@ def _reported_rss_mb(worker: Any) -> float | None:
     if metrics is not None and metrics.HasField("rss_bytes"):
         return metrics.rss_bytes / 2**20
     return None
+
+
+def worker_rss_mb(worker: Any) -> float | None:
+    """A pool worker record's RSS now: read here for a local worker, from its own last
+    heartbeat for a remote (cluster) one."""
+    return _rss_mb(worker.pid) if worker.is_local else _reported_rss_mb(worker)
 
 
 class LifecycleMonitor:

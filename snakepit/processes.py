@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 log = logging.getLogger("snakepit.launcher")
 
@@ -124,15 +124,7 @@ class WorkerProcess:
 
     def stop(self, grace: float = 2.0) -> int | None:
         """Ask the worker to exit, then SIGTERM, then SIGKILL; return its exit code."""
-        self.request_exit()
-        code = self.wait(grace / 2)
-        if code is None:
-            self.signal(signal.SIGTERM)
-            code = self.wait(grace / 2)
-        if code is None:
-            self.signal(signal.SIGKILL)
-            code = self.wait(5.0)
-        return code
+        return stop_together([self], grace)[self]
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
@@ -362,3 +354,30 @@ class _Reaper(threading.Thread):
         self.watch(WorkerProcess(z.popen, -1, None))  # reap the zygote process itself
 
 
+def stop_together(procs: Sequence[Any], grace: float) -> dict[Any, int | None]:
+    """Stop processes with one shared deadline per step (exit request, then SIGTERM, then
+    SIGKILL), so stopping N takes as long as stopping one; returns their exit codes (None for
+    one still running). ``procs`` need ``request_exit``, ``signal`` and ``wait``: worker
+    processes here, or any backend's worker handles."""
+    for proc in procs:
+        proc.request_exit()
+    codes: dict[Any, int | None] = {}
+    alive = list(procs)
+    for budget, sig in ((grace / 2, None), (grace / 2, signal.SIGTERM), (5.0, signal.SIGKILL)):
+        if sig is not None:
+            for proc in alive:
+                proc.signal(sig)
+        deadline = time.monotonic() + budget
+        still = []
+        for proc in alive:
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+            if code is None:
+                still.append(proc)
+            else:
+                codes[proc] = code
+        alive = still
+        if not alive:
+            break
+    for proc in alive:
+        codes[proc] = None
+    return codes

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import abc
 import signal
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..connection import WorkerConnection
+from ..processes import stop_together
 from ..protocol import worker_pb2 as pb
 
 
@@ -109,30 +109,3 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, object]:
         """A JSON-ready description for diagnostics (e.g. the cluster's address)."""
         return {"backend": self.name}
-
-
-def stop_together(handles: Sequence[WorkerHandle], grace: float) -> dict[WorkerHandle, int | None]:
-    """Stop workers with one shared deadline per step (exit request, SIGTERM, SIGKILL), so
-    stopping N workers takes as long as stopping one; returns their exit codes."""
-    for handle in handles:
-        handle.request_exit()
-    codes: dict[WorkerHandle, int | None] = {}
-    alive = list(handles)
-    for budget, sig in ((grace / 2, None), (grace / 2, signal.SIGTERM), (5.0, signal.SIGKILL)):
-        if sig is not None:
-            for handle in alive:
-                handle.signal(sig)
-        deadline = time.monotonic() + budget
-        still = []
-        for handle in alive:
-            code = handle.wait(max(0.0, deadline - time.monotonic()))
-            if code is None:
-                still.append(handle)
-            else:
-                codes[handle] = code
-        alive = still
-        if not alive:
-            break
-    for handle in alive:
-        codes[handle] = None
-    return codes

@@ -15,7 +15,7 @@ from ..errors import PoolClosedError, PoolSaturatedError, WorkerCrashedError
 from ..protocol import codec
 from .calls import _DEFAULT, _Call
 from .timers import normalize_timeout
-from .records import RECYCLING, UNHEALTHY, _Worker
+from .records import RECYCLING, SCALED_DOWN, UNHEALTHY, _Worker
 
 
 class DispatchMixin:
@@ -30,7 +30,7 @@ class DispatchMixin:
         """(lock held) A session whose worker is being scaled away loses its state: say so."""
         if session.worker_id is not None:
             bound = self._workers.get(session.worker_id)
-            if bound is not None and bound.recycle_reason == "scaled_down":
+            if bound is not None and bound.recycle_reason == SCALED_DOWN:
                 session._lose(bound.worker_id, "the pool was scaled down")
         session._raise_if_lost()
 

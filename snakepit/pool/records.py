@@ -19,6 +19,9 @@ RECYCLING = "recycling"
 UNHEALTHY = "unhealthy"
 STOPPED = "stopped"
 
+#: The recycle reason of a worker retired by a scale-down (``pool.scale`` / ``pool.adapt``).
+SCALED_DOWN = "scaled_down"
+
 # Every counter statistics() reports (always present, from 0).
 COUNTERS = (
     "requests", "queued", "completed", "failed", "saturated", "queue_timeouts", "request_timeouts",

@@ -14,11 +14,10 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import ConfigError, PoolNotFoundError
-from .records import AVAILABLE, BUSY
+from .records import AVAILABLE, BUSY, SCALED_DOWN
 
 #: The largest pool a ``scale`` accepts unless ``PoolConfig.max_pool_size`` says less.
 HARD_MAX_POOL_SIZE = 4096
-SCALED_DOWN = "scaled_down"
 
 
 class SizingMixin:
@@ -95,8 +94,7 @@ class SizingMixin:
         end = time.monotonic() + limit
         while True:
             with self._lock:
-                serving = sum(1 for w in self._workers.values() if w.status in (AVAILABLE, BUSY)
-                              and w.recycle_reason is None)
+                serving = len(self._serving_workers())
                 leaving = sum(1 for w in self._workers.values() if w.recycle_reason == SCALED_DOWN)
                 target = self._target
             if serving == target and not leaving:
@@ -110,12 +108,15 @@ class SizingMixin:
             time.sleep(0.02)
 
     # -- keeping the target (lock not held) ----------------------------------------------
+    def _serving_workers(self) -> list[Any]:
+        """(lock held) Workers that serve and are not on their way out."""
+        return [w for w in self._workers.values()
+                if not w.gone and w.status in (AVAILABLE, BUSY) and w.recycle_reason is None]
+
     def _effective_size(self) -> int:
-        """(lock held) Workers that count towards the target: serving and not on their way
-        out, plus those being started."""
-        return sum(1 for w in self._workers.values()
-                   if not w.gone and w.status in (AVAILABLE, BUSY) and w.recycle_reason is None
-                   ) + self._replacements_pending
+        """(lock held) Workers that count towards the target: serving ones, plus those being
+        started."""
+        return len(self._serving_workers()) + self._replacements_pending
 
     def _grow_to_target(self) -> None:
         """Start as many workers as the pool is below its target (in parallel)."""
@@ -132,8 +133,7 @@ class SizingMixin:
         with self._lock:
             if self._closed:
                 return
-            serving = [w for w in self._workers.values()
-                       if not w.gone and w.status in (AVAILABLE, BUSY) and w.recycle_reason is None]
+            serving = self._serving_workers()
             # Workers still starting will be trimmed when they arrive: retire only what is
             # above the target among those serving now.
             excess = min(self._effective_size() - self._target, len(serving) - self._target)

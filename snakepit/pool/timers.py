@@ -15,12 +15,14 @@ import threading
 import time
 from typing import Callable
 
+from ..config import MAX_SECONDS
 from ..signals import start_thread
 
 log = logging.getLogger("snakepit.pool")
 
-#: Longest delay a timer waits (about 115 days); longer ones are clamped to it.
-MAX_DELAY_S = 1e7
+#: Longest delay a timer waits (about 115 days); longer ones are clamped to it (the same
+#: bound as the time settings of PoolConfig).
+MAX_DELAY_S = MAX_SECONDS
 _COMPACT_MIN = 64  # cancelled entries tolerated before the heap is compacted
 
 

@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 from .. import telemetry
 from ..backends import StartFailure, WorkerHandle
 from ..errors import ConfigError, WorkerCrashedError, WorkerStartError
-from ..lifecycle import _rss_mb
+from ..lifecycle import worker_rss_mb
 from ..signals import start_thread
-from .records import AVAILABLE, BUSY, RECYCLING, STOPPED, UNHEALTHY, _Worker
+from .records import AVAILABLE, BUSY, RECYCLING, SCALED_DOWN, STOPPED, UNHEALTHY, _Worker
 
 log = logging.getLogger("snakepit.pool")
 
@@ -110,7 +110,7 @@ class WorkerSetMixin:
                 self._replacements_pending += 1
 
         def run() -> None:
-            activated = False
+            pending = True  # this start still counts in _replacements_pending
             try:
                 if delay:
                     time.sleep(delay)
@@ -124,8 +124,8 @@ class WorkerSetMixin:
                 if self._closed:
                     result.stop(1.0)
                     return
-                self._activate(worker, replacement=True)
-                activated = True
+                self._activate(worker, replacement=True)  # counts it down, under the lock
+                pending = False
                 self._start_failures = 0
                 if then is not None:
                     then()
@@ -138,15 +138,12 @@ class WorkerSetMixin:
                 backoff = min(30.0, 0.2 * 2 ** min(self._start_failures, 8))
                 log.warning("pool %r: replacement worker failed to start (%s); retrying in %.1fs",
                             self.name, exc, backoff)
-                if not self._closed and not activated:
-                    with self._lock:
-                        self._replacements_pending -= 1
-                        activated = True  # counted down here
-                    self._start_replacement(delay=backoff, then=then)
+                if not self._closed and pending:
+                    self._start_replacement(delay=backoff, then=then, counted=True)  # takes its place
                     return
             finally:
                 self._starter_threads.discard(threading.current_thread())
-            if not activated:
+            if pending:
                 with self._lock:
                     self._replacements_pending -= 1
 
@@ -293,7 +290,7 @@ class WorkerSetMixin:
             return
         log.warning("pool %r: recycling worker %s still busy after %.0fs grace; killing it",
                     self.name, worker.worker_id, self.config.recycle_grace)
-        worker.recycle_memory_mb = self._worker_memory_mb(worker)  # the recycled event reports it
+        worker.recycle_memory_mb = worker_rss_mb(worker)  # the recycled event reports it
         if worker.process is not None:
             worker.process.kill()
 
@@ -307,11 +304,11 @@ class WorkerSetMixin:
             self._workers.pop(worker.worker_id, None)
             sessions = list(worker.sessions)
         reason = worker.recycle_reason or "manual"
-        memory_mb = self._worker_memory_mb(worker)
+        memory_mb = worker_rss_mb(worker)
         for sid in sessions:
             session = self._sessions.get(sid)
             if session is not None and session.worker_id == worker.worker_id:
-                if reason == "scaled_down":  # its state is gone: the next call says so
+                if reason == SCALED_DOWN:  # its state is gone: the next call says so
                     session._lose(worker.worker_id, "the pool was scaled down")
                 else:
                     session._unbind(f"worker recycled ({reason})")
@@ -320,17 +317,6 @@ class WorkerSetMixin:
         if worker.process is not None:
             start_thread(threading.Thread(target=worker.process.stop, args=(2.0,), name="snakepit-stop", daemon=True))
         self._record_recycle(worker, reason, memory_mb)
-
-    @staticmethod
-    def _worker_memory_mb(worker: _Worker) -> float | None:
-        """The worker's RSS now (read here for a local worker; from its last heartbeat else)."""
-        if worker.is_local:
-            return _rss_mb(worker.pid)
-        figures = worker.figures
-        metrics = getattr(figures, "metrics", None)
-        if metrics is not None and metrics.HasField("rss_bytes"):
-            return metrics.rss_bytes / 2**20
-        return None
 
     def _record_recycle(self, worker: _Worker, reason: str, memory_mb: float | None = None) -> None:
         uptime = time.monotonic() - worker.started_mono
