@@ -18,6 +18,7 @@ import snakepit
 pytest.importorskip("distributed")
 
 from cluster_fixtures import cli_cluster, local_cluster, shared_cli_cluster  # noqa: E402,F401
+from conftest import _wait_until  # noqa: E402 - the shared polling helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -28,15 +29,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _wait(pred, timeout: float, interval: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 def test_every_call_style_on_a_cluster_pool(shared_cli_cluster):
@@ -73,7 +65,7 @@ def test_every_call_style_on_a_cluster_pool(shared_cli_cluster):
         pids = [w.pid for w in workers]
     finally:
         snakepit.stop_pool("big")
-    assert _wait(lambda: not any(_alive(p) for p in pids), 10), "stop_pool left workers running"
+    assert _wait_until(lambda: not any(_alive(p) for p in pids), 10), "stop_pool left workers running"
 
 
 def test_thread_profile_streams_and_cancels(shared_cli_cluster):
@@ -199,8 +191,8 @@ def test_sigkill_a_dask_worker_under_load(cli_cluster, events):
             except WorkerCrashedError:
                 crashed += 1
         assert crashed >= 1 and crashed + ok == 8
-        assert _wait(lambda: not any(_alive(p) for p in on_victim), 10), "its snakepit workers outlived it"
-        assert _wait(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 4,
+        assert _wait_until(lambda: not any(_alive(p) for p in on_victim), 10), "its snakepit workers outlived it"
+        assert _wait_until(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 4,
                      10), pool.list_workers()
         assert time.monotonic() - t0 < 25
         assert events.of(("snakepit", "worker", "crashed"))
@@ -230,7 +222,7 @@ def test_a_killed_kernel_leaves_nothing_after_the_lease(shared_cli_cluster):
         proc.kill()
         proc.wait(10)
         t0 = time.monotonic()
-        assert _wait(lambda: not any(_alive(p) for p in pids), 3 + 8), "workers outlived the lease"
+        assert _wait_until(lambda: not any(_alive(p) for p in pids), 3 + 8), "workers outlived the lease"
         assert time.monotonic() - t0 >= 1.0  # it was the lease, not a parent watch
     finally:
         if proc.poll() is None:
@@ -255,8 +247,8 @@ def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster):
             finally:
                 client.close()
             assert fut.result(timeout=30) is None  # it finished what it held
-        assert not _alive(sess_worker.pid) or _wait(lambda: not _alive(sess_worker.pid), 10)
-        assert _wait(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 2, 15)
+        assert not _alive(sess_worker.pid) or _wait_until(lambda: not _alive(sess_worker.pid), 10)
+        assert _wait_until(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 2, 15)
         assert all(w.dask_worker != sess_worker.dask_worker for w in pool.list_workers())
         assert pool.execute("ping", {})["pong"]
         del victim
@@ -303,7 +295,7 @@ def test_diagnostics_and_a_later_dask_worker(cli_cluster):
         cli_cluster.wait_for_workers(3)
         for w in pool.list_workers():  # replacements go where there is room: the newcomer
             pool.recycle_worker(w.worker_id)
-        assert _wait(lambda: any(w.dask_worker not in before for w in pool.list_workers()
+        assert _wait_until(lambda: any(w.dask_worker not in before for w in pool.list_workers()
                                  if w.status in ("available", "busy")), 20), pool.list_workers()
         assert pool.execute("ping", {})["pong"]
     finally:
