@@ -194,7 +194,7 @@ class DaskPeer(Peer):
 
         self.cluster = LocalCluster(
             n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
-            dashboard_address=None, silence_logs=50,
+            dashboard_address=":0", silence_logs=50,
         )
         self.client = Client(self.cluster)
         self.client.wait_for_workers(workers, timeout=120)

@@ -102,7 +102,7 @@ def snakepit_case(adaptive: bool) -> dict[str, Any]:
 def dask_case() -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         cluster.adapt(minimum=1, maximum=MAXIMUM, interval=f"{int(INTERVAL_S * 1000)}ms", wait_count=3)
         with Client(cluster) as client:
             def burst() -> None:

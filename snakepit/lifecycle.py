@@ -42,7 +42,8 @@ MEMORY_MIN_INTERVAL_S = 1.0
 
 __all__ = [
     "LifecycleMonitor", "WorkerFigures", "children_map", "descendants", "has_children", "own_memory",
-    "process_memory_bytes", "worker_memory", "worker_rss_mb", "workers_memory", "workers_rss_mb",
+    "metrics_memory", "process_memory_bytes", "records_memory", "records_rss_mb", "reported_memory", "worker_memory", "worker_rss_mb",
+    "workers_memory", "workers_rss_mb",
 ]
 
 
@@ -331,6 +332,44 @@ def _reported_rss_mb(worker: Any) -> float | None:
     return None
 
 
+def reported_memory(worker: Any) -> dict[str, float] | None:
+    """A worker's memory in MiB (``rss_mb``, ``uss_mb``…) as it measured it on its own host for
+    its last heartbeat; None before its first measurement."""
+    m = getattr(worker.figures, "metrics", None)
+    if m is None or m.pid != worker.pid or not m.HasField("rss_bytes"):
+        return None
+    return metrics_memory(m)
+
+
+def metrics_memory(m: Any) -> dict[str, float]:
+    """MiB figures (``rss_mb``, ``uss_mb``, …) from a ``WorkerMetrics`` that has ``rss_bytes``."""
+    mem = {"rss_mb": m.rss_bytes / 2**20}
+    for key in ("uss", "pss", "swap"):
+        if m.HasField(f"{key}_bytes"):
+            mem[f"{key}_mb"] = getattr(m, f"{key}_bytes") / 2**20
+    return mem
+
+
+def records_memory(workers: Iterable[Any]) -> dict[int, dict[str, float] | None]:
+    """Memory (MiB figures, by pid) of pool worker records, wherever they run: measured now
+    from this host's ``/proc`` for local workers (:func:`workers_memory`), the worker's own
+    last report for remote (cluster) ones — their pids mean nothing on this host."""
+    workers = list(workers)
+    out = workers_memory([w.pid for w in workers if w.is_local and w.pid > 0])
+    for w in workers:
+        if not w.is_local:
+            out[w.pid] = reported_memory(w)
+    return out
+
+
+def records_rss_mb(workers: Iterable[Any]) -> dict[str, float | None]:
+    """RSS in MiB by worker id of pool worker records: one process-table scan for the local
+    ones, the last self-reported figure for remote ones."""
+    workers = list(workers)
+    local = workers_rss_mb(w.pid for w in workers if w.is_local)
+    return {w.worker_id: local.get(w.pid) if w.is_local else _reported_rss_mb(w) for w in workers}
+
+
 def worker_rss_mb(worker: Any) -> float | None:
     """A pool worker record's RSS now: read here for a local worker, from its own last
     heartbeat for a remote (cluster) one."""
@@ -377,8 +416,7 @@ class LifecycleMonitor:
         now = time.monotonic()
         workers = pool.worker_records()
         pings: list[tuple[Any, grpc.Future]] = []
-        # Local workers: read this host's /proc; remote (cluster) ones report their own RSS.
-        rss = workers_rss_mb(w.pid for w in workers if w.is_local) if cfg.memory_threshold_mb else {}
+        rss = records_rss_mb(workers) if cfg.memory_threshold_mb else {}
         for worker in workers:
             if worker.gone or worker.status not in ("available", "busy"):
                 continue
@@ -387,7 +425,7 @@ class LifecycleMonitor:
                     pool.begin_recycle(worker.worker_id, "ttl")
                     continue
                 if cfg.memory_threshold_mb:
-                    used = rss.get(worker.pid) if worker.is_local else _reported_rss_mb(worker)
+                    used = rss.get(worker.worker_id)
                     if used is not None and used >= cfg.memory_threshold_mb:
                         log.info("pool %r: worker %s uses %.0f MiB (threshold %.0f); recycling",
                                  pool.name, worker.worker_id, used, cfg.memory_threshold_mb)

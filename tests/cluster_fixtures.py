@@ -153,7 +153,7 @@ def local_cluster():
     import distributed
 
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address=":0")  # ":0": any free port (None means 8787)
     try:
         yield cluster
     finally:

@@ -195,7 +195,9 @@ def test_sigkill_a_dask_worker_under_load(cli_cluster, events):
         assert _wait_until(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 4,
                      10), pool.list_workers()
         assert time.monotonic() - t0 < 25
-        assert events.of(("snakepit", "worker", "crashed"))
+        crashes = events.of(("snakepit", "worker", "crashed"))
+        assert crashes and all(meta["dask_worker"] == victim and meta["host"] for _, meta in crashes)
+        assert {meta["pid"] for _, meta in crashes} <= set(on_victim)
         assert pool.execute("ping", {})["pong"]
     finally:
         snakepit.stop_pool("load")
@@ -230,7 +232,8 @@ def test_a_killed_kernel_leaves_nothing_after_the_lease(shared_cli_cluster):
             proc.wait(10)
 
 
-def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster):
+def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster, events):
+    events.attach(("snakepit", "worker", "crashed"), ("snakepit", "worker", "recycled"))
     pool = snakepit.start_pool("retire", cluster=cli_cluster.address, pool_size=2, queue_timeout=None,
                                cluster_drain_timeout=10)
     try:
@@ -251,6 +254,11 @@ def test_dask_retirement_drains_then_the_pool_refills_elsewhere(cli_cluster):
         assert _wait_until(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 2, 15)
         assert all(w.dask_worker != sess_worker.dask_worker for w in pool.list_workers())
         assert pool.execute("ping", {})["pong"]
+        # a retirement, not a crash: counted and reported as a recycle with reason "retired"
+        assert not events.of(("snakepit", "worker", "crashed"))
+        assert pool.statistics()["crashes"] == 0
+        retired = [meta for _, meta in events.of(("snakepit", "worker", "recycled")) if meta["reason"] == "retired"]
+        assert {m["worker_id"] for m in retired} >= {sess_worker.worker_id}
         del victim
     finally:
         snakepit.stop_pool("retire")
@@ -261,7 +269,7 @@ def test_tls_cluster_uses_tls_channels():
     pytest.importorskip("cryptography")
     security = distributed.Security.temporary()
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None, security=security, protocol="tls://")
+                                       dashboard_address=":0", security=security, protocol="tls://")
     try:
         pool = snakepit.start_pool("tls", cluster=cluster, pool_size=1)
         try:
@@ -288,9 +296,15 @@ def test_diagnostics_and_a_later_dask_worker(cli_cluster):
         before = {w.dask_worker for w in pool.list_workers()}
         stats = dx.get_pool_stats("diag")
         assert stats.worker_count == 2
-        assert len(stats.to_frame()) == 2
+        frame = stats.to_frame()
+        assert len(frame) == 2
+        by_id = {w.worker_id: w for w in pool.list_workers()}
+        for row in frame.itertuples():
+            assert row.dask_worker == by_id[row.worker_id].dask_worker and row.dask_worker.startswith("tcp://")
+            assert row.host == by_id[row.worker_id].host and row.host
         mem = dx.get_memory_stats("diag")
         assert mem.total_memory_mb > 0
+        assert set(mem.to_frame()["dask_worker"]) == before
         cli_cluster.add_worker(nthreads=8)
         cli_cluster.wait_for_workers(3)
         for w in pool.list_workers():  # replacements go where there is room: the newcomer
@@ -300,3 +314,27 @@ def test_diagnostics_and_a_later_dask_worker(cli_cluster):
         assert pool.execute("ping", {})["pong"]
     finally:
         snakepit.stop_pool("diag")
+
+
+def test_a_remote_workers_memory_comes_from_its_own_report(shared_cli_cluster, wait_until):
+    """A worker on another host has a pid that means nothing here: its memory (inspector,
+    history, recycling) is what it measured on its own host, with that figure's age."""
+    from snakepit import diagnostics as dx
+
+    pool = snakepit.start_pool("remote-mem", cluster=shared_cli_cluster.address, pool_size=1,
+                               heartbeat_interval=0.3)
+    try:
+        record = pool.worker_records()[0]
+        assert record.is_local  # loopback: measured here, now
+        assert dx.get_memory_stats("remote-mem").workers[0].memory_age_s == 0.0
+        record.process.is_local = False  # as if its Dask worker ran on another machine
+        assert wait_until(lambda: record.figures is not None and record.figures.metrics.HasField("rss_bytes"), 10)
+        time.sleep(0.05)
+        row = dx.get_memory_stats("remote-mem").workers[0]
+        reported = record.figures.metrics
+        assert row.memory_age_s > 0  # the worker's own figure, not a measurement made now
+        assert abs(row.memory_mb - reported.rss_bytes / 2**20) < 0.02
+        stats_row = dx.get_pool_stats("remote-mem", fresh=True).workers[0]
+        assert stats_row.memory_mb is not None and stats_row.host == record.host
+    finally:
+        snakepit.stop_pool("remote-mem")

@@ -60,6 +60,11 @@ class WorkerHandle(abc.ABC):
     def add_exit_callback(self, fn: Callable[[int], None]) -> None:
         """Call ``fn(exit_code)`` once the worker has exited (at once if it already has)."""
 
+    def add_drain_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once if the place hosting this worker starts retiring it (the pool
+        then routes nothing new to it and starts a replacement elsewhere). Local workers are
+        never retired from outside: the default does nothing."""
+
     @abc.abstractmethod
     def request_exit(self) -> None:
         """Ask the worker to exit now (it finishes nothing more)."""

@@ -149,7 +149,7 @@ class HistorySampler:
             return sample
 
     def _collect(self) -> dict[str, Any]:
-        from ..lifecycle import workers_memory  # noqa: PLC0415 - lifecycle is already loaded by the pool
+        from ..lifecycle import records_memory  # noqa: PLC0415 - lifecycle is already loaded by the pool
 
         pool = self.pool
         now = time.time()
@@ -180,7 +180,7 @@ class HistorySampler:
         have_uss = True
         t_mem = time.perf_counter()
         # one scan of the process table for all workers (not one per worker)
-        memory = workers_memory([h.pid for h in handles if h.pid > 0]) if measure_memory else {}
+        memory = records_memory(h for h in handles if h.pid > 0) if measure_memory else {}
         live_pids = set()
         for i, h in enumerate(handles):
             pid = h.pid
@@ -201,8 +201,8 @@ class HistorySampler:
                 have_uss = False
             base = i * _NW
             data[base:base + _NW] = array.array("d", (
-                pid, h.load, h.capacity, h.requests_served, rss, uss, pss, swap, self._cpu_time(pid),
-                run_queue_wait(pid) if pid > 0 else NAN,
+                pid, h.load, h.capacity, h.requests_served, rss, uss, pss, swap, self._cpu_time(h),
+                run_queue_wait(pid) if pid > 0 and h.is_local else NAN,
             ))
         if measure_memory and handles:
             cost = time.perf_counter() - t_mem
@@ -237,10 +237,15 @@ class HistorySampler:
             "worker_data": data,
         }
 
-    def _cpu_time(self, pid: int) -> float:
-        """User + system CPU seconds of a worker process (NaN if it is gone)."""
+    def _cpu_time(self, worker: Any) -> float:
+        """User + system CPU seconds of a worker process (NaN if it is gone); a remote worker's
+        as it last reported it."""
+        pid = worker.pid
         if pid <= 0:
             return NAN
+        if not worker.is_local:
+            f = worker.figures
+            return f.metrics.cpu_time_s if f is not None and f.metrics.pid == pid else NAN
         try:
             proc = self._procs.get(pid)
             if proc is None:

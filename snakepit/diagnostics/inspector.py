@@ -26,11 +26,12 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .. import lifecycle
 from ..protocol import worker_pb2 as pb
 from . import projection
 from .levels import utilization_level
 from .recommendations import Snapshot, Thresholds, evaluate
-from .rows import (_MIB, _bookkeeping_fields, _cpu_percent, _heartbeat_fields, _heartbeat_memory, _memory_fields,
+from .rows import (_MIB, _bookkeeping_fields, _cpu_of, _heartbeat_fields, _heartbeat_memory, _memory_fields,
                    _memory_of, _memory_stats, _rounded)
 from .reports import (
     CapacityStats,
@@ -225,7 +226,7 @@ class ProfileInspector:
             for wid in [k for k in memo if k not in figures]:
                 memo.pop(wid, None)
         if no_memory:
-            memory = _memory_of(w.pid for w in no_memory)
+            memory = _memory_of(p, no_memory)
             for w in no_memory:
                 mem = memory.get(w.pid)
                 rows[w.worker_id] = dataclasses.replace(rows[w.worker_id], **_memory_fields(mem),
@@ -243,8 +244,8 @@ class ProfileInspector:
         if history is not None:
             memory, mem_age = history[0], round(now_wall - history[1], 3)
         else:
-            memory, mem_age = _memory_of(w.pid for w in infos), 0.0
-        cpu = {w.pid: _cpu_percent(w.pid) for w in infos}
+            memory, mem_age = _memory_of(p, infos), 0.0
+        cpu = _cpu_of(p, infos)
         metrics = self._info_results(futures)
         return [self._worker_row(w, now_wall, memory.get(w.pid), cpu.get(w.pid, (None, None)),
                                  metrics.get(w.worker_id, "no reply"), source="live", metrics_age=0.0,
@@ -307,7 +308,8 @@ class ProfileInspector:
             capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
             uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=w.last_heartbeat,
             heartbeat_age_s=round(now_wall - w.last_heartbeat, 3) if w.last_heartbeat else None,
-            recycle_reason=w.recycle_reason, metrics_source=source, pipelined=w.pipelined, **kw,
+            recycle_reason=w.recycle_reason, metrics_source=source, pipelined=w.pipelined,
+            host=w.host, dask_worker=w.dask_worker, **kw,
         )
 
     # ------------------------------------------------------------------ capacity
@@ -375,9 +377,15 @@ class ProfileInspector:
                     if age <= max_age_s:
                         memory[h.pid] = _heartbeat_memory(f.metrics)
                         ages[h.pid] = age
-        todo = [w.pid for w in infos if w.pid not in memory]
+        for h in p.worker_records():  # remote workers: what they measured on their own host
+            if not h.is_local and h.pid not in memory:
+                mem = lifecycle.reported_memory(h)
+                if mem is not None:
+                    memory[h.pid] = mem
+                    ages[h.pid] = now_wall - h.figures.received_at + h.figures.metrics.memory_age_s
+        todo = [w for w in infos if w.pid not in memory]
         if todo:
-            memory.update(_memory_of(todo))
+            memory.update(_memory_of(p, todo))
         rows = []
         for w in infos:
             mem = memory.get(w.pid)
@@ -389,7 +397,7 @@ class ProfileInspector:
                 pss_mb=_rounded(mem.get("pss_mb")), swap_mb=_rounded(mem.get("swap_mb")),
                 shared_mb=_rounded(max(0.0, rss - uss)) if rss is not None and uss is not None else None,
                 status=w.status, requests_served=w.requests_served,
-                memory_age_s=round(ages.get(w.pid, 0.0), 3),
+                memory_age_s=round(ages.get(w.pid, 0.0), 3), host=w.host, dask_worker=w.dask_worker,
             ))
         return _memory_stats(p.name, p.profile.name, rows)
 

@@ -121,9 +121,12 @@ class WorkerStats:
     metrics_age_s: float | None = None
     memory_age_s: float | None = None
     pipelined: int = 0
+    host: str = ""
+    dask_worker: str | None = None
 
     COLUMNS = (
-        "worker_id", "pid", "pool", "profile", "status", "capacity", "load", "in_flight",
+        "worker_id", "pid", "pool", "profile", "host", "dask_worker", "status", "capacity", "load",
+        "in_flight",
         "requests_served", "sessions", "uptime_s", "started_at", "last_heartbeat", "heartbeat_age_s",
         "memory_mb", "uss_mb", "pss_mb", "swap_mb", "cpu_percent", "cpu_time_s", "threads",
         "gc_count_gen0", "gc_count_gen1", "gc_count_gen2",
@@ -307,8 +310,11 @@ class WorkerMemory:
     status: str = ""
     requests_served: int = 0
     memory_age_s: float | None = 0.0
+    host: str = ""
+    dask_worker: str | None = None
 
-    COLUMNS = ("worker_id", "pid", "memory_mb", "uss_mb", "pss_mb", "swap_mb", "shared_mb", "status",
+    COLUMNS = ("worker_id", "pid", "host", "dask_worker", "memory_mb", "uss_mb", "pss_mb", "swap_mb",
+               "shared_mb", "status",
                "requests_served", "memory_age_s")
 
     def to_dict(self) -> dict[str, Any]:

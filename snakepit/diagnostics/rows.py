@@ -10,7 +10,7 @@ from .. import lifecycle
 from .reports import _WORKER_STATS_DEFAULTS, MemoryStats, WorkerMemory
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..pool import WorkerInfo
+    from ..pool import Pool, WorkerInfo
 
 _MIB = float(2**20)
 
@@ -19,12 +19,28 @@ _cpu_seen: dict[int, tuple[float, float]] = {}
 _cpu_lock = threading.Lock()
 
 
-def _memory_of(pids: Iterable[int]) -> dict[int, dict[str, float] | None]:
-    pids = [p for p in pids if p and p > 0]
-    batch = getattr(lifecycle, "workers_memory", None)  # a batched variant, when lifecycle has one
-    if batch is not None:
-        return dict(batch(pids))
-    return {pid: lifecycle.worker_memory(pid) for pid in pids}
+def _records_of(p: "Pool", infos: Iterable["WorkerInfo"]) -> list[Any]:
+    wanted = {w.worker_id for w in infos}
+    return [r for r in p.worker_records() if r.worker_id in wanted]
+
+
+def _memory_of(p: "Pool", infos: Iterable["WorkerInfo"]) -> dict[int, dict[str, float] | None]:
+    """Memory by pid of these workers of ``p``: measured here for local workers, the worker's
+    own last report for remote ones."""
+    return lifecycle.records_memory(_records_of(p, infos))
+
+
+def _cpu_of(p: "Pool", infos: Iterable["WorkerInfo"]) -> dict[int, tuple[float | None, float | None]]:
+    """(CPU %, CPU seconds) by pid: psutil here for local workers, the heartbeat for remote ones."""
+    out: dict[int, tuple[float | None, float | None]] = {}
+    for r in _records_of(p, infos):
+        if r.is_local:
+            out[r.pid] = _cpu_percent(r.pid)
+        else:
+            f = r.figures
+            out[r.pid] = ((f.cpu_percent, round(f.metrics.cpu_time_s, 3))
+                          if f is not None and f.metrics.pid == r.pid else (None, None))
+    return out
 
 
 def _cpu_percent(pid: int) -> tuple[float | None, float | None]:
@@ -67,7 +83,7 @@ def _bookkeeping_fields(w: "WorkerInfo", now_wall: float, fields: dict[str, Any]
         capacity=w.capacity, load=w.load, requests_served=w.requests_served, sessions=w.sessions,
         uptime_s=round(w.uptime_s, 3), started_at=w.started_at, last_heartbeat=last_hb,
         heartbeat_age_s=round(now_wall - last_hb, 3) if last_hb else None,
-        recycle_reason=w.recycle_reason, pipelined=w.pipelined,
+        recycle_reason=w.recycle_reason, pipelined=w.pipelined, host=w.host, dask_worker=w.dask_worker,
     )
     return fields
 
@@ -95,13 +111,7 @@ def _heartbeat_fields(f: "lifecycle.WorkerFigures") -> dict[str, Any]:
     return out
 
 
-def _heartbeat_memory(m: Any) -> dict[str, float]:
-    """MiB figures (``rss_mb``, ``uss_mb``, …) from a WorkerMetrics that has ``rss_bytes``."""
-    mem = {"rss_mb": m.rss_bytes / _MIB}
-    for key in ("uss", "pss", "swap"):
-        if m.HasField(f"{key}_bytes"):
-            mem[f"{key}_mb"] = getattr(m, f"{key}_bytes") / _MIB
-    return mem
+_heartbeat_memory = lifecycle.metrics_memory
 
 
 def _memory_fields(mem: dict[str, float] | None) -> dict[str, float | None]:

@@ -21,6 +21,8 @@ STOPPED = "stopped"
 
 #: The recycle reason of a worker retired by a scale-down (``pool.scale`` / ``pool.adapt``).
 SCALED_DOWN = "scaled_down"
+#: The recycle reason of a worker whose host was retired from outside (Dask's ``retire_workers``).
+RETIRED = "retired"
 
 # Every counter statistics() reports (always present, from 0).
 COUNTERS = (
@@ -122,6 +124,10 @@ class WorkerRecord:
     @property
     def host(self) -> str:
         return getattr(self.process, "host", "") or ""
+
+    @property
+    def dask_worker(self) -> str | None:
+        return getattr(self.process, "dask_worker", None)
 
     @property
     def is_local(self) -> bool:

@@ -17,7 +17,7 @@ from ..backends import StartFailure, WorkerHandle
 from ..errors import ConfigError, WorkerCrashedError, WorkerStartError
 from ..lifecycle import worker_rss_mb
 from ..signals import start_thread
-from .records import AVAILABLE, BUSY, RECYCLING, SCALED_DOWN, STOPPED, UNHEALTHY, _Worker
+from .records import AVAILABLE, BUSY, RECYCLING, RETIRED, SCALED_DOWN, STOPPED, UNHEALTHY, _Worker
 
 log = logging.getLogger("snakepit.pool")
 
@@ -55,6 +55,16 @@ class WorkerSetMixin:
             on_broken=lambda err, w=worker: self._on_connection_broken(w, err),
         )
         handle.add_exit_callback(lambda code, w=worker: self._on_worker_exit(w, code))
+        handle.add_drain_callback(lambda w=worker: self._on_worker_draining(w))
+
+    def _on_worker_draining(self, worker: _Worker) -> None:
+        """Its host is being retired (e.g. Dask's ``retire_workers``): a graceful recycle with
+        reason ``retired``: nothing new goes to it, it finishes what it holds, the pool refills
+        elsewhere, and its exit is not a crash."""
+        if not self.begin_recycle(worker.worker_id, RETIRED, replace_first=False):
+            with self._lock:  # already recycling for another reason: keep that, expect the exit
+                if worker.status == RECYCLING and not worker.gone:
+                    worker.recycle_reason = worker.recycle_reason or RETIRED
 
     def _start_initial_workers(self) -> None:
         workers = [self._new_worker() for _ in range(int(self.config.pool_size or 1))]
@@ -91,7 +101,8 @@ class WorkerSetMixin:
         telemetry.execute(
             telemetry.WORKER_STARTED,
             {"startup_ms": startup_ms},
-            {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid},
+            {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid,
+             "host": worker.host, "dask_worker": worker.dask_worker},
         )
         self._send_all(dispatch)
 
@@ -188,7 +199,8 @@ class WorkerSetMixin:
             telemetry.execute(
                 telemetry.WORKER_CRASHED,
                 {"exit_code": exit_code if exit_code is not None else -1},
-                {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid},
+                {"pool": self.name, "worker_id": worker.worker_id, "pid": worker.pid,
+                 "host": worker.host, "dask_worker": worker.dask_worker},
             )
         for call in orphans:
             if call.request_timer is not None:

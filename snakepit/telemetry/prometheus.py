@@ -13,7 +13,18 @@ Example::
     ...
     exporter.stop()
 
-The exporter listens on 127.0.0.1 only (``addr`` must be a loopback address). It exposes:
+The exporter listens on 127.0.0.1 by default. For a Prometheus server on another host, pass
+an explicit ``addr`` (an interface's IP, or ``"0.0.0.0"`` for all) and, since the metrics
+name your pools and workers, protect it: TLS (``certfile``/``keyfile``, optionally client
+certificates with ``client_cafile`` + ``client_auth_required``, the parameters of
+``prometheus_client.start_http_server``) and/or HTTP basic auth (``basic_auth=(user,
+password)``)::
+
+    exporter = prometheus.start_exporter(port=9464, addr="0.0.0.0",
+                                         certfile="exporter.crt", keyfile="exporter.key",
+                                         basic_auth=("prometheus", os.environ["SCRAPE_PASSWORD"]))
+
+It exposes:
 
 Gauges, read from the pools at scrape time (labels ``pool``, ``profile``; per worker also
 ``worker_id``):
@@ -48,8 +59,12 @@ the exporter starts:
 """
 from __future__ import annotations
 
+import base64
+import hmac
 import ipaddress
 import itertools
+import logging
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -78,6 +93,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 _ids = itertools.count(1)
+log = logging.getLogger("snakepit.telemetry.prometheus")
 
 
 def _require_client() -> Any:
@@ -90,16 +106,47 @@ def _require_client() -> Any:
     return prometheus_client
 
 
-def _check_loopback(addr: str) -> str:
+def _check_addr(addr: str) -> tuple[str, bool]:
+    """(the IP to bind, whether it is loopback); ``ValueError`` for a host name or bad address."""
     if addr == "localhost":
-        return "127.0.0.1"
+        return "127.0.0.1", True
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        raise ValueError(f"the exporter listens on a loopback address only; {addr!r} is not an IP address") from None
-    if not ip.is_loopback:
-        raise ValueError(f"the exporter listens on a loopback address only (127.0.0.1 or ::1), not {addr!r}")
-    return addr
+        raise ValueError(f"exporter addr must be an IP address (127.0.0.1, ::1, an interface's IP or "
+                         f"0.0.0.0), not {addr!r}") from None
+    return addr, ip.is_loopback
+
+
+def _tls_context(certfile: str, keyfile: str, client_cafile: str | None, client_capath: str | None,
+                 client_auth_required: bool) -> ssl.SSLContext:
+    """A server TLS context, as ``prometheus_client.start_http_server`` builds it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    if client_cafile is not None or client_capath is not None:
+        context.load_verify_locations(client_cafile, client_capath)
+    if client_auth_required:
+        if client_cafile is None and client_capath is None:
+            raise ValueError("client_auth_required needs client_cafile or client_capath "
+                             "(the CA that signs the scrapers' certificates)")
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _with_basic_auth(app: Any, user: str, password: str) -> Any:
+    """The WSGI ``app`` behind HTTP basic auth (constant-time comparison; 401 otherwise)."""
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="snakepit"'),
+                                            ("Content-Type", "text/plain; charset=utf-8")])
+        return [b"authentication required\n"]
+
+    return guarded
 
 
 class PoolCollector:
@@ -174,32 +221,19 @@ class PoolCollector:
             g["util"].add_metric(labels, (load / capacity) if capacity else 0.0)
             g["queue"].add_metric(labels, stats.get("queue_depth", 0))
             g["max_queue"].add_metric(labels, stats.get("max_queue_size", 0))
+            from ..lifecycle import records_rss_mb  # noqa: PLC0415 - loaded with any pool
+
+            rss_mb = records_rss_mb(pool.worker_records())  # remote workers: as they report it
             for w in workers:
                 wl = labels + [w.worker_id]
                 g["w_capacity"].add_metric(wl, w.capacity)
                 g["w_load"].add_metric(wl, w.load)
                 g["w_served"].add_metric(wl, w.requests_served)
                 g["w_uptime"].add_metric(wl, w.uptime_s)
-                rss = _rss_bytes(w.pid)
+                rss = rss_mb.get(w.worker_id)
                 if rss is not None:
-                    g["w_memory"].add_metric(wl, rss)
+                    g["w_memory"].add_metric(wl, rss * 2**20)
         yield from g.values()
-
-
-def _rss_bytes(pid: int) -> float | None:
-    try:
-        import psutil  # noqa: PLC0415
-
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return float(total)
-    except Exception:
-        return None
 
 
 class _EventMetrics:
@@ -258,13 +292,31 @@ class Exporter:
     """A running exporter: ``.port``, ``.url``, ``.registry``, ``.stop()``; a context manager."""
 
     def __init__(self, port: int = 0, pools: Iterable["Pool | str"] | None = None, *, addr: str = "127.0.0.1",
-                 registry: Any = None) -> None:
+                 registry: Any = None, certfile: str | None = None, keyfile: str | None = None,
+                 client_cafile: str | None = None, client_capath: str | None = None,
+                 client_auth_required: bool = False, basic_auth: tuple[str, str] | None = None) -> None:
         pc = _require_client()
         from wsgiref.simple_server import make_server  # noqa: PLC0415
 
         from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler  # noqa: PLC0415
 
-        addr = _check_loopback(addr)
+        addr, loopback = _check_addr(addr)
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("TLS needs both certfile and keyfile")
+        tls = _tls_context(certfile, keyfile, client_cafile, client_capath, client_auth_required) \
+            if certfile is not None and keyfile is not None else None
+        if tls is None and (client_cafile or client_capath or client_auth_required):
+            raise ValueError("client certificates need TLS: pass certfile and keyfile too")
+        if basic_auth is not None:
+            if (not isinstance(basic_auth, tuple) or len(basic_auth) != 2
+                    or not all(isinstance(x, str) and x for x in basic_auth)):
+                raise ValueError("basic_auth must be a (user, password) tuple of non-empty strings")
+            if ":" in basic_auth[0]:
+                raise ValueError("a basic_auth user name cannot contain ':'")
+        if not loopback and tls is None and basic_auth is None:
+            log.warning("Prometheus exporter on %s without TLS or authentication: anyone who can reach "
+                        "this address can read your pools' metrics", addr)
+        self.tls = tls is not None
         self.registry = registry if registry is not None else pc.CollectorRegistry(auto_describe=False)
         self.collector = PoolCollector(pools)
         self.registry.register(self.collector)
@@ -280,9 +332,14 @@ class Exporter:
                 address_family = socket.AF_INET6
 
             server_cls = _V6
+        app = pc.make_wsgi_app(self.registry)
+        if basic_auth is not None:
+            app = _with_basic_auth(app, *basic_auth)
         try:
-            self._httpd = make_server(addr, port, pc.make_wsgi_app(self.registry), server_cls,
-                                      handler_class=_SilentHandler)
+            self._httpd = make_server(addr, port, app, server_cls, handler_class=_SilentHandler)
+            if tls is not None:  # the handshake happens in the request's thread, not the accept loop
+                self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
         except BaseException:
             detach(self.handler_id)
             raise
@@ -296,7 +353,7 @@ class Exporter:
     @property
     def url(self) -> str:
         host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"http://{host}:{self.port}/metrics"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/metrics"
 
     def stop(self) -> None:
         """Stop serving and detach the telemetry handlers. Idempotent."""
@@ -319,16 +376,25 @@ class Exporter:
 
 
 def start_exporter(port: int = 0, pools: Iterable["Pool | str"] | None = None, *, addr: str = "127.0.0.1",
-                   registry: Any = None) -> Exporter:
+                   registry: Any = None, certfile: str | None = None, keyfile: str | None = None,
+                   client_cafile: str | None = None, client_capath: str | None = None,
+                   client_auth_required: bool = False, basic_auth: tuple[str, str] | None = None) -> Exporter:
     """Serve the pools' metrics on ``http://127.0.0.1:<port>/metrics`` and return the handle.
 
     Args:
         port: TCP port; 0 picks a free one (read it back from ``.port``).
         pools: pools (or names) to report; None means every running pool, at each scrape.
-        addr: a loopback address (``127.0.0.1``, ``::1`` or ``localhost``); anything else raises
-            ``ValueError``.
+        addr: the IP address to listen on: loopback by default (``localhost`` means
+            ``127.0.0.1``). Another address (an interface's IP, ``0.0.0.0`` for all) exposes the
+            metrics to the network: use TLS and/or ``basic_auth`` there (a warning is logged
+            without either). A host name raises ``ValueError``.
         registry: a ``prometheus_client.CollectorRegistry`` to use (default: a fresh one, so
             that several exporters never collide).
+        certfile, keyfile: serve HTTPS with this certificate and private key (PEM).
+        client_cafile, client_capath: CA certificates that sign the scrapers' client
+            certificates; with ``client_auth_required=True`` a scraper without one is refused.
+        basic_auth: ``(user, password)``: every scrape must send them (Prometheus's
+            ``basic_auth`` scrape setting); others get 401.
 
     Example::
 
@@ -337,4 +403,6 @@ def start_exporter(port: int = 0, pools: Iterable["Pool | str"] | None = None, *
         b'# HELP snakepit_pool_workers Live workers of the pool. ...'
         >>> exporter.stop()                                   # doctest: +SKIP
     """
-    return Exporter(port, pools, addr=addr, registry=registry)
+    return Exporter(port, pools, addr=addr, registry=registry, certfile=certfile, keyfile=keyfile,
+                    client_cafile=client_cafile, client_capath=client_capath,
+                    client_auth_required=client_auth_required, basic_auth=basic_auth)
