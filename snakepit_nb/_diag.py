@@ -158,6 +158,8 @@ class PoolSnapshot:
             rows.append({
                 "worker_id": w.worker_id,
                 "pid": w.pid,
+                "host": getattr(w, "host", ""),
+                "dask_worker": getattr(w, "dask_worker", None),
                 "status": w.status,
                 "load": w.load,
                 "capacity": w.capacity,

@@ -57,13 +57,16 @@ _TEMPLATES = {
     "workers.html.j2": """\
 <table class="snakepit-workers" style="border-collapse:collapse;font-size:12.5px;margin:4px 0;font-variant-numeric:tabular-nums">
   <thead><tr style="border-bottom:2px solid #dee2e6">
-  {% for h in ["worker", "pid", "status", "load / capacity", "requests", "memory (RSS)", "uptime"] %}
-    <th style="text-align:{{ 'left' if loop.index <= 3 else 'right' }};padding:3px 10px">{{ h }}</th>{% endfor %}
+  {% set on_cluster = rows | selectattr("dask_worker") | list | length > 0 %}
+  {% set heads = ["worker", "host", "pid", "status"] if on_cluster else ["worker", "pid", "status"] %}
+  {% for h in heads + ["load / capacity", "requests", "memory (RSS)", "uptime"] %}
+    <th style="text-align:{{ 'left' if loop.index <= heads | length else 'right' }};padding:3px 10px">{{ h }}</th>{% endfor %}
   </tr></thead>
   <tbody>
   {% for w in rows %}
   <tr style="border-bottom:1px solid #f1f3f5">
     <td style="padding:2px 10px;font-family:monospace">{{ w.worker_id }}</td>
+    {% if on_cluster %}<td class="snakepit-host" style="padding:2px 10px" title="Dask worker {{ w.dask_worker or '–' }}">{{ w.host }}</td>{% endif %}
     <td style="padding:2px 10px">{{ w.pid }}</td>
     <td style="padding:2px 10px;color:{{ status_colour(w.status) }}">{{ status_text(w.status) }}</td>
     <td style="padding:2px 10px;text-align:right">
@@ -75,7 +78,7 @@ _TEMPLATES = {
     <td style="padding:2px 10px;text-align:right">{{ fmt_duration(w.uptime_s) }}</td>
   </tr>
   {% else %}
-  <tr><td colspan="7" style="padding:4px 10px;color:#6c757d">no live workers</td></tr>
+  <tr><td colspan="8" style="padding:4px 10px;color:#6c757d">no live workers</td></tr>
   {% endfor %}
   </tbody>
 </table>""",
@@ -281,12 +284,17 @@ def render_text(snaps: Iterable[PoolSnapshot], *, detailed: bool = False, recomm
             for label, value in _memory_figures(s):
                 out.append(f"  {label.capitalize() + ':':<18}{value}")
         if detailed:
+            rows = s.worker_rows()
+            on_cluster = any(r.get("dask_worker") for r in rows)
+            host_head = f"{'Host':<16}" if on_cluster else ""
             out += ["", "👷 Worker Details:", "-" * 80,
-                    f"{'Worker ID':<22}{'PID':>8}  {'Status':<13}{'Load/Cap':>9}{'Requests':>10}{'Memory':>12}{'Uptime':>10}",
+                    f"{'Worker ID':<22}{host_head}{'PID':>8}  {'Status':<13}{'Load/Cap':>9}{'Requests':>10}"
+                    f"{'Memory':>12}{'Uptime':>10}",
                     "-" * 80]
-            for r in s.worker_rows():
+            for r in rows:
+                host = f"{str(r.get('host') or '')[:15]:<16}" if on_cluster else ""
                 out.append(
-                    f"{r['worker_id'][:21]:<22}{r['pid']:>8}  {_STATUS_ICONS.get(r['status'], r['status']):<13}"
+                    f"{r['worker_id'][:21]:<22}{host}{r['pid']:>8}  {_STATUS_ICONS.get(r['status'], r['status']):<13}"
                     f"{str(r['load']) + '/' + str(r['capacity']):>9}{r['requests']:>10}{fmt_mb(r['memory_mb']):>12}"
                     f"{fmt_duration(r['uptime_s']):>10}")
         if recommendations and "recommendations" not in s.errors:

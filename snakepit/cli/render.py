@@ -177,18 +177,23 @@ def _worker_table(entry: dict[str, Any]) -> Any:
     from rich.text import Text  # noqa: PLC0415
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for col, justify in (("Worker ID", "left"), ("Status", "left"), ("Load/Cap", "right"),
-                         ("Memory", "right"), ("USS", "right"), ("Requests", "right"),
-                         ("Uptime", "right"), ("PID", "right")):
+    rows = _worker_rows(entry)
+    on_cluster = any(w.get("dask_worker") for w in rows)  # a cluster pool: say where each runs
+    columns = [("Worker ID", "left")] + ([("Host", "left")] if on_cluster else []) + [
+        ("Status", "left"), ("Load/Cap", "right"), ("Memory", "right"), ("USS", "right"),
+        ("Requests", "right"), ("Uptime", "right"), ("PID", "right")]
+    for col, justify in columns:
         table.add_column(col, justify=justify, no_wrap=True)
-    for w in _worker_rows(entry):
+    for w in rows:
         status = str(w.get("status", "unknown"))
         shown = {"available": ("✓ Available", "green"), "busy": ("● Busy", "yellow")}.get(
             status, (f"? {status.capitalize()}", "dim"))
         mem = w.get("memory_mb")
         uss = w.get("uss_mb")
+        host = [str(w.get("host") or "-")] if on_cluster else []
         table.add_row(
             str(w.get("worker_id", "?"))[:28],
+            *host,
             Text(shown[0], style=shown[1]),
             f"{w.get('load', '-')}/{w.get('capacity', '-')}",
             f"{fmt_num(mem)} MB" if isinstance(mem, (int, float)) else "-",
