@@ -148,3 +148,20 @@ def test_capacity_worksheet(workload, profile):
         assert "measured" in names and any(n and n.startswith("projected") for n in names)
     assert f'profile="{profile}"' in text_of(cells["summary"])
     assert text_of(cells["cleanup"]).strip() == "[]"
+
+
+def test_laptop_to_cluster():
+    pytest.importorskip("distributed")
+    cells = execute("05-laptop-to-cluster.ipynb")
+    assert text_of(cells["local-backend"]).strip() == "'local'"
+    assert text_of(cells["cluster-backend"]).strip() == "'dask'"
+    local, remote = text_of(cells["local-result"]).strip(), text_of(cells["cluster-result"]).strip()
+    assert local == remote == "{'total': 20540, 'streamed': [0, 1, 2], 'session_kept': 4}"
+    local_where = data_of(cells["local-where"], "text/html")[0]
+    cluster_where = data_of(cells["cluster-where"], "text/html")[0]
+    assert "dask_worker" in local_where and "None" in local_where and "a child of this kernel" in local_where
+    assert cluster_where.count("tcp://127.0.0.1:") == 2 and cluster_where.count("Dask worker (pid") == 2
+    for tag in ("local-run", "cluster-run"):
+        assert len(re.findall(r"\[stdout:work-w\d\] running on \S+ pid \d+", text_of(cells[tag]))) == 2
+    assert text_of(cells["compare"]).strip() == "(True, True)"
+    assert text_of(cells["cleanup"]).strip() == "[]"
