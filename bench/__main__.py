@@ -64,6 +64,8 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
             jobs.append((peer, "p100", {"diagnostics": peer == "snakepit-process"}))
     if "snakepit-process" in peers:
         jobs.append(("snakepit-process", "overhead", {}))
+    if "dask" in peers:  # a snakepit cluster pool next to Dask's Client.submit, same cluster
+        jobs.append(("none", "cluster", {}))
     if groups:
         jobs = [j for j in jobs if j[1] in groups]
     return jobs
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--peers", default="", help="comma-separated subset of: " + ", ".join(ALL_PEERS))
-    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, overhead")
+    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, overhead, cluster")
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per job (default 240, quick 120)")
     ap.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "default"),
                     help="snakepit's worker start method in this run (PoolConfig.start_method)")

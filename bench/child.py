@@ -319,6 +319,13 @@ def group_floor(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
     return floor.run(p)
 
 
+def group_cluster(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
+    from . import cluster
+
+    quick = p["n_tasks"] < 20_000
+    return cluster.run(50 if quick else 500, p["n_tasks"] * (10 if quick else 1), 200 if quick else 2000)
+
+
 GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "calls": group_calls,
     "p16": lambda peer, p, t: group_workers(peer, p, t, p["p16_workers"], 1, gil=True),
@@ -326,6 +333,7 @@ GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "p100": lambda peer, p, t: group_workers(peer, p, t, p["p100_workers"], 1, gil=False),
     "overhead": group_overhead,
     "floor": group_floor,
+    "cluster": group_cluster,
 }
 
 

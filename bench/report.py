@@ -83,6 +83,8 @@ def summarize(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             out["overhead"] = m
         elif group == "floor":
             out["floor"] = m
+        elif group == "cluster":
+            out["cluster"] = m
     return out
 
 
@@ -115,6 +117,10 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
         ("telemetry per request, 1 handler (µs)", "<= 2 µs", ov.get("emit_1_handler_us"), lambda r: r <= 2.0),
         ("get_pool_stats at 100 workers (ms)", "<= 2 ms", _get(diag, "get_pool_stats", "median_ms"),
          lambda r: r <= 2.0),
+        ("cluster pool no-op p50 vs Dask Client.submit", "<= 0.1x",
+         _get(summary.get("cluster") or {}, "p50_ratio"), lambda r: r <= 0.1),
+        ("cluster pool submit throughput vs Dask", ">= 10x",
+         _get(summary.get("cluster") or {}, "throughput_ratio"), lambda r: r >= 10.0),
     ]
     out = []
     for name, target, value, ok in rows:
@@ -185,6 +191,18 @@ def markdown(doc: dict[str, Any]) -> str:
                 r = _ratio(g.get(k), base_gil.get(k))
                 cells.append(_fmt(fmt, g.get(k)) + (f" ({r:.2f}x)" if r is not None else ""))
             lines.append(f"| {g['peer']} | {g['shape']} | " + " | ".join(cells) + " |")
+    cl = summary.get("cluster")
+    if cl:
+        sp, dk = cl["snakepit"], cl["dask"]
+        lines += [
+            "", f"### Cluster pool ({cl.get('dask_workers', 2)} Dask workers on loopback, "
+            f"{cl.get('snakepit_workers', 4)} snakepit workers)", "",
+            "| | no-op p50 ms | p99 ms | tasks/s (one submit each) |", "|---|---|---|---|",
+            f"| snakepit cluster pool, execute / submit | {sp['p50_ms']:.3f} ({cl['p50_ratio']:.3f}x) | "
+            f"{sp['p99_ms']:.3f} | {sp['tasks_per_s']:.0f} ({cl['throughput_ratio']:.1f}x) |",
+            f"| Dask Client.submit | {dk['p50_ms']:.3f} (1.00x) | {dk['p99_ms']:.3f} | {dk['tasks_per_s']:.0f} (1.0x) |",
+            "", f"Ratios to Dask on the same cluster; snakepit ran {sp.get('tasks')} tasks, Dask {dk.get('tasks')}.",
+        ]
     ov = summary.get("overhead")
     if ov:
         lines += [

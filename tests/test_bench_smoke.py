@@ -63,3 +63,6 @@ def test_quick_bench_all_peers(tmp_path):
     peers = doc["summary"]["peers"]
     for name in ("loky", "ipyparallel", "dask"):
         assert peers[name]["noop_p50_us"] > 0, name
+    cluster = doc["summary"]["cluster"]  # the cluster row runs with the dask peer
+    assert cluster["snakepit"]["tasks_per_s"] > 0 and cluster["dask"]["p50_ms"] > 0
+    assert "### Cluster pool" in (tmp_path / "latest-quick.md").read_text()
