@@ -338,3 +338,44 @@ def test_a_remote_workers_memory_comes_from_its_own_report(shared_cli_cluster, w
         assert stats_row.memory_mb is not None and stats_row.host == record.host
     finally:
         snakepit.stop_pool("remote-mem")
+
+
+def test_recycling_cancel_and_scaling_on_a_cluster_pool(shared_cli_cluster, events, wait_until):
+    """Recycling by request count and by memory (as the worker measures itself), cancelling a
+    running call, and scale(): the same behaviour as locally, on remote workers."""
+    events.attach(("snakepit", "worker", "recycled"))
+    dask_pids = set(shared_cli_cluster.worker_pids().values())
+    pool = snakepit.start_pool("life", cluster=shared_cli_cluster.address, pool_size=1, worker_max_requests=3,
+                               recycle_jitter=0.0, memory_threshold_mb=400, heartbeat_interval=0.3,
+                               queue_timeout=None)
+    try:
+        first = pool.list_workers()[0].pid
+        for _ in range(3):
+            pool.execute("ping", {})
+        assert wait_until(lambda: {w.pid for w in pool.list_workers() if w.status == "available"} - {first}, 20)
+        second = [w.pid for w in pool.list_workers() if w.status == "available"][0]
+        assert psutil.Process(second).ppid() in dask_pids  # the replacement runs under a Dask worker too
+
+        # memory: the worker grows past the threshold; its own report (heartbeat) triggers the recycle
+        for record in pool.worker_records():  # as if on another host: only its own report counts
+            record.process.is_local = False
+        holder = pool.session("ballast")  # a session keeps its namespace (and so the memory)
+        holder.run_code("ballast = b'x' * (450 * 2**20)")
+        assert wait_until(lambda: any(m["reason"] == "memory" for _, m in events.of(("snakepit", "worker", "recycled"))), 20)
+        assert wait_until(lambda: second not in {w.pid for w in pool.list_workers()}, 20)
+
+        # cancel a running call: the call ends cancelled, the pool keeps serving
+        fut = pool.submit(time.sleep, 30)
+        assert wait_until(lambda: fut.running() or any(w.load for w in pool.list_workers()), 10)
+        assert fut.cancel() or fut.cancelled()
+        assert pool.execute("ping", {}, timeout=30)["pong"]
+
+        # scale up and back down: new workers are placed on the Dask workers
+        pool.scale(3, wait=True, timeout=60)
+        live = [w for w in pool.list_workers() if w.status in ("available", "busy")]
+        assert len(live) == 3 and all(psutil.Process(w.pid).ppid() in dask_pids for w in live)
+        pool.scale(1, wait=True, timeout=60)
+        assert wait_until(lambda: len([w for w in pool.list_workers() if w.status in ("available", "busy")]) == 1, 20)
+        assert pool.statistics()["crashes"] == 0
+    finally:
+        snakepit.stop_pool("life")
