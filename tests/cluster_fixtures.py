@@ -52,7 +52,8 @@ class CliCluster:
             self.address = json.load(fh)["address"]
         for _ in range(n_workers):
             self.add_worker()
-        self.wait_for_workers(n_workers)
+        if n_workers:
+            self.wait_for_workers(n_workers)
 
     def _spawn(self, label: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = os.path.join(self.dir, f"{label}-{len(self.procs)}.log")

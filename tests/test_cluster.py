@@ -379,3 +379,37 @@ def test_recycling_cancel_and_scaling_on_a_cluster_pool(shared_cli_cluster, even
         assert pool.statistics()["crashes"] == 0
     finally:
         snakepit.stop_pool("life")
+
+
+def test_a_dask_worker_whose_python_cannot_run_snakepit_is_named_and_skipped(tmp_path):
+    """One Dask worker's Python cannot import grpc: the pool runs on the other and says which
+    host was skipped and why; a cluster of only such workers is a ClusterError saying so."""
+    from cluster_fixtures import CliCluster
+
+    broken = tmp_path / "broken"
+    (broken / "grpc").mkdir(parents=True)
+    (broken / "grpc" / "__init__.py").write_text("raise ImportError(\"No module named 'grpc' (this test)\")\n")
+    env = {"PYTHONPATH": str(broken) + os.pathsep + ROOT}
+    cluster = CliCluster(n_workers=0)
+    try:
+        cluster.add_worker(env=env)
+        cluster.wait_for_workers(1)
+        with pytest.raises(snakepit.ClusterError) as only_broken:
+            snakepit.start_pool("nogrpc", cluster=cluster.address, pool_size=1, startup_timeout=20)
+        message = str(only_broken.value)
+        assert "cannot run snakepit" in message and "grpc" in message and "host" in message
+        assert snakepit.list_pools() == []
+
+        cluster.add_worker()
+        cluster.wait_for_workers(2)
+        pool = snakepit.start_pool("halfgrpc", cluster=cluster.address, pool_size=2)
+        try:
+            good = {w.dask_worker for w in pool.list_workers()}
+            unusable = pool._backend.describe()["unusable_dask_workers"]
+            assert len(good) == 1 and len(unusable) == 1 and not good & set(unusable)
+            assert "install the same snakepit and grpcio there" in next(iter(unusable.values()))
+            assert pool.execute("ping", {})["pong"]
+        finally:
+            snakepit.stop_pool("halfgrpc")
+    finally:
+        cluster.close()

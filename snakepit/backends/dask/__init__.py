@@ -104,7 +104,15 @@ class DaskBackend(Backend):
                                    + "; ".join(self._unusable.values()))
             self.plugin = plugin_mod.SnakepitPlugin(self.plugin_name, self.secret, config.cluster_drain_timeout,
                                                     config.cluster_lease)
-            self.client.register_plugin(self.plugin, name=self.plugin_name)
+            try:
+                self.client.register_plugin(self.plugin, name=self.plugin_name)
+            except Exception as exc:  # noqa: BLE001
+                if not self._unusable:
+                    raise
+                # Dask raises the first worker's failure: one whose Python cannot load the
+                # plugin (named above, never placed on); the others have it.
+                log.info("pool %r: the snakepit plugin could not be set up on a Dask worker that cannot "
+                         "run snakepit (%s)", config.name, exc)
         except BaseException:
             self._close_client()
             raise
