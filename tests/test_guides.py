@@ -32,6 +32,9 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 
 
 def script_for(guide: Path) -> str:
+    """The guide as one script. Its body runs under ``if __name__ == "__main__"``: a notebook
+    or REPL (where readers paste these blocks) is never re-imported by the processes that
+    Dask's ``LocalCluster`` spawns, and a file-based ``__main__`` would be."""
     parts = ["import sys as _sys\n"]
     for line, src in python_blocks(guide.read_text()):
         parts.append(f"print('--- {guide.name}:{line}', flush=True)\n")
@@ -42,7 +45,7 @@ def script_for(guide: Path) -> str:
         snakepit.shutdown()
         print('--- pools left running at the end:', left, flush=True)
     """))
-    return "".join(parts)
+    return 'if __name__ == "__main__":\n' + textwrap.indent("".join(parts), "    ")
 
 
 def test_fence_parser():
