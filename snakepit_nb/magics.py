@@ -37,7 +37,7 @@ from . import _diag, _render
 
 __all__ = ["CellInterrupted", "RemoteCellError", "SnakepitMagics", "load_ipython_extension"]
 
-FRAMES = ("pools", "workers", "memory", "history", "recommendations")
+FRAMES = ("pools", "workers", "memory", "history", "recommendations", "adaptive")
 
 NO_POOL_MESSAGE = (
     "No snakepit pool is running.\n"
@@ -221,7 +221,8 @@ def _pool_option(fn):  # noqa: ANN001, ANN202
 def _frame_option(fn):  # noqa: ANN001, ANN202
     return argument("--frame", default=None, choices=FRAMES,
                     help="return a pandas DataFrame instead of showing a report: "
-                         "pools | workers | memory | history | recommendations")(fn)
+                         "pools | workers | memory | history | recommendations | adaptive "
+                         "(the pool.adapt decisions)")(fn)
 
 
 @magics_class
@@ -324,6 +325,7 @@ class SnakepitMagics(Magics):
             "memory": lambda p: _diag.diag("get_memory_stats")(p).to_frame(),
             "history": lambda p: _as_frame(_diag.diag("get_history")(p)),
             "recommendations": lambda p: _diag.diag("get_recommendations")(p).to_frame(),
+            "adaptive": _adaptive_frame,
         }[kind]
         frames = []
         for p in pools:
@@ -542,6 +544,18 @@ class SnakepitMagics(Magics):
                 raise CellInterrupted(f"cancelled on worker {wid}") from None
             raise CellFailed(exc) from None
         return None
+
+
+def _adaptive_frame(pool: snakepit.Pool) -> Any:
+    """The pool's ``pool.adapt`` decisions (empty, with the columns, when it never adapted)."""
+    import pandas as pd
+
+    from snakepit.adaptive import LOG_COLUMNS
+
+    adaptive = pool.adaptive
+    if adaptive is None:
+        return pd.DataFrame(columns=list(LOG_COLUMNS))
+    return adaptive.log.to_frame()
 
 
 def _as_frame(obj: Any) -> Any:

@@ -217,6 +217,24 @@ def test_inspect_frame_returns_a_dataframe(shell, pool, kind):
         assert list(df["pool_name"]) == ["default"]
 
 
+def test_inspect_frame_adaptive_shows_the_sizing_decisions(shell, pool):
+    from snakepit.adaptive import LOG_COLUMNS
+
+    columns = ["pool", *LOG_COLUMNS]
+    assert list(shell.run_line_magic("snakepit_inspect", "--frame adaptive").columns) == columns
+    adaptive = pool.adapt(minimum=1, maximum=3, interval=0.2, wait_count=2)
+    try:
+        futures = [pool.submit(time.sleep, 0.4) for _ in range(12)]
+        [f.result() for f in futures]
+        df = shell.run_line_magic("snakepit_inspect", "--frame adaptive")
+        assert list(df.columns) == columns and set(df["pool"]) == {"default"}
+        grew = df[df["reason"] == "adapt_up"]
+        assert len(grew) >= 1 and (grew["to_size"] > grew["from_size"]).all()
+        assert len(df) == len(adaptive.log)
+    finally:
+        adaptive.stop()
+
+
 def test_inspect_live_shows_a_panel_and_out_keeps_it(shell, pool):
     from snakepit_nb import Panel
 
