@@ -31,7 +31,7 @@ def test_contract_names():
 
 
 def test_import_is_light_and_has_no_jupyter():
-    code = ("import sys, snakepit; heavy = [m for m in ('IPython', 'ipywidgets', 'pandas', 'plotly', 'snakepit_nb')"
+    code = ("import sys, snakepit; heavy = [m for m in ('IPython', 'ipywidgets', 'pandas', 'plotly', 'snakepit_nb', 'joblib', 'tqdm', 'sklearn', 'distributed')"
             " if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

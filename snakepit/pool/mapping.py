@@ -18,7 +18,7 @@ class MapMixin:
     """``Pool.map`` and its automatic chunk size."""
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
-            timeout: float | None = None) -> Iterator[Any]:
+            timeout: float | None = None, progress: bool | None = None) -> Iterator[Any]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, computed in chunks.
 
         ``chunksize=None`` picks ``ceil(n / (4 × capacity))`` like ``multiprocessing.Pool.map``.
@@ -26,14 +26,31 @@ class MapMixin:
         does not fill the pool's queue (no :class:`PoolSaturatedError`), and its few queued
         chunks are exempt from ``queue_timeout``: ``timeout`` bounds the whole map, like
         ``Executor.map``'s. Closing the iterator early cancels what has not run.
+        ``progress=True`` shows a ``tqdm.auto`` bar of items done / total, rate and failures (a
+        widget in Jupyter, text in a terminal; needs tqdm: ``pip install "snakepit[ecosystem]"``);
+        None (the default) shows one only in a Jupyter kernel; False never.
 
         Example::
 
             squares = list(pool.map(pow, range(10), [2] * 10))
+            results = list(pool.map(slow_fn, items, progress=True))
         """
         if not callable(fn):
             raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
-        return self._map(fn, iterables, chunksize, timeout, None)
+        return self._map(fn, iterables, chunksize, timeout, None, progress)
+
+    def executor(self) -> Any:
+        """A true :class:`concurrent.futures.Executor` over this pool (for
+        ``loop.run_in_executor``, libraries typed ``Executor``…); see :mod:`snakepit.executor`.
+
+        Example::
+
+            with pool.executor() as ex:
+                list(ex.map(abs, [-1, -2]))
+        """
+        from ..executor import SnakepitExecutor  # noqa: PLC0415
+
+        return SnakepitExecutor(self)
 
     MAP_CHUNK_TARGET_US = 20_000  # automatic chunks of cheap items grow to about this much work
 
@@ -50,7 +67,7 @@ class MapMixin:
         return chunksize
 
     def _map(self, fn: Callable[..., Any], iterables: tuple, chunksize: int | None, timeout: float | None,
-             session: "Session | None") -> Iterator[Any]:
+             session: "Session | None", progress: bool | None = None) -> Iterator[Any]:
         star = len(iterables) != 1  # one iterable: fn(item), no 1-tuples to build and pickle
         items = list(iterables[0]) if not star else list(zip(*iterables))
         key = ("call_batch", _function_key(fn))
@@ -64,6 +81,9 @@ class MapMixin:
         window = 2 * max(1, self.capacity) if session is None else max(1, self._capacity)
         feeder = _MapFeeder(self, fn, chunks, star, key, session, window=window)
         feeder.start()
+        from ..progress import track_map  # noqa: PLC0415
+
+        tracker = track_map(self.name, feeder.futures, [len(c) for c in chunks], progress)
 
         def results() -> Iterator[Any]:
             try:
@@ -78,6 +98,7 @@ class MapMixin:
                     yield from chunk
             finally:
                 feeder.close()
+                tracker.close()
 
         return results()
 

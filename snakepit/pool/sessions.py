@@ -93,8 +93,14 @@ class Session:
         return self.pool._submit_fn(fn, args, kwargs, self)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
-            timeout: float | None = None) -> Iterator[Any]:
-        return self.pool._map(fn, iterables, chunksize, timeout, self)
+            timeout: float | None = None, progress: bool | None = None) -> Iterator[Any]:
+        return self.pool._map(fn, iterables, chunksize, timeout, self, progress)
+
+    def executor(self) -> Any:
+        """A :class:`concurrent.futures.Executor` over this session (every call on its worker)."""
+        from ..executor import SnakepitExecutor  # noqa: PLC0415
+
+        return SnakepitExecutor(self)
 
     def run_code(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] | None = None,
                  on_output: Callable[[str, str], None] | None = None, timeout: Any = _DEFAULT) -> RunResult:
