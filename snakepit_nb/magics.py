@@ -345,6 +345,9 @@ class SnakepitMagics(Magics):
     @argument("--all", "-a", action="store_true", dest="all_workers",
               help="run on every worker; outputs are labelled per worker (like %%%%px)")
     @argument("--timeout", "-t", type=float, default=None, metavar="T", help="cancel the cell after T seconds")
+    @argument("--progress", action="store_true", default=None, dest="progress",
+              help="with --all: show a progress bar of workers done at once (default: after 2 s of work)")
+    @argument("--no-progress", action="store_false", dest="progress", help="with --all: never show the bar")
     @argument("--push", default=None, metavar="a,b", help="send these kernel variables to the worker first")
     @argument("--pull", default=None, metavar="x,y",
               help="bring these worker variables back into the kernel (with --all: a dict per worker)")
@@ -491,11 +494,13 @@ class SnakepitMagics(Magics):
         writer = _LineWriter(prefix=lambda label: f"[{label}] ")
         results: dict[str, Any] = {}
         errors: dict[str, BaseException] = {}
+        bar = _AllProgress(pool.name, len(workers), args.progress)
         try:
             while len(results) + len(errors) < len(workers):
                 try:
                     kind, wid, a, b = events.get(timeout=0.1)
                 except queue.Empty:
+                    bar.tick(len(results), len(errors))
                     continue
                 if kind == "out":
                     writer.write(a, b, label=f"stdout:{wid}")
@@ -503,7 +508,9 @@ class SnakepitMagics(Magics):
                     errors[wid] = b
                 else:
                     results[wid] = a
+                bar.tick(len(results), len(errors))
         except KeyboardInterrupt:
+            bar.close()
             cancel.set()
             writer.finish()
             running = [w for w in workers if w not in results and w not in errors]
@@ -520,6 +527,7 @@ class SnakepitMagics(Magics):
                 f"({', '.join(running)}). Workers that print are cancelled at their next output; "
                 "a silent one finishes its cell (snakepit's run_code cannot yet be cancelled from "
                 "another thread).") from None
+        bar.close()
         writer.finish()
         for wid in workers:
             res = results.get(wid)
@@ -544,6 +552,53 @@ class SnakepitMagics(Magics):
                 raise CellInterrupted(f"cancelled on worker {wid}") from None
             raise CellFailed(exc) from None
         return None
+
+
+class _AllProgress:
+    """The ``%%snakepit_run --all`` bar (``tqdm.auto``): workers done / total and failures.
+
+    ``wanted`` None shows it once the cell has run for ``AFTER_S`` (quick cells stay quiet),
+    True at once, False never. Without tqdm there is no bar (a note if it was asked for).
+    """
+
+    AFTER_S = 2.0
+
+    def __init__(self, pool_name: str, total: int, wanted: bool | None) -> None:
+        self.pool_name, self.total, self.wanted = pool_name, total, wanted
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.shown = 0
+        if wanted:
+            self._open()
+
+    def _open(self) -> None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            if self.wanted:
+                print('--progress needs tqdm: pip install "snakepit[ecosystem]"', file=sys.stderr)
+            self.wanted = False
+            return
+        self.bar = tqdm(total=self.total, desc=f"%%snakepit_run --all [{self.pool_name}]", unit="worker")
+
+    def tick(self, done: int, failed: int) -> None:
+        if self.bar is None:
+            if self.wanted is False or time.monotonic() - self.started < self.AFTER_S:
+                return
+            self._open()
+            if self.bar is None:
+                return
+        finished = done + failed
+        if finished > self.shown:
+            self.bar.update(finished - self.shown)
+            self.shown = finished
+            if failed:
+                self.bar.set_postfix(failures=failed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _adaptive_frame(pool: snakepit.Pool) -> Any:

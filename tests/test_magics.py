@@ -253,3 +253,15 @@ def test_inspect_live_shows_a_panel_and_out_keeps_it(shell, pool):
     finally:
         panel.close()
     assert not any(t.name.startswith("snakepit-panel") for t in threading.enumerate())
+
+
+def test_run_all_progress_bar(shell, pool):
+    pytest.importorskip("tqdm")
+    result, cap = run(shell, "--all --progress", "import os\nos.getpid()")
+    assert result.success and "2/2" in cap.stderr and "snakepit_run --all [default]" in cap.stderr
+    result, cap = run(shell, "--all", "x = 1")  # a quick cell: no bar by default
+    assert result.success and "snakepit_run --all" not in cap.stderr
+    result, cap = run(shell, "--all", "import time\ntime.sleep(2.6)")  # longer work: the bar appears
+    assert result.success and "2/2" in cap.stderr
+    result, cap = run(shell, "--all --no-progress", "import time\ntime.sleep(2.6)")
+    assert result.success and "snakepit_run --all" not in cap.stderr

@@ -12,7 +12,9 @@ NOTEBOOKS = os.path.join(REPO, "notebooks")
 pytestmark = pytest.mark.slow
 
 
-def execute(name: str):
+def execute(name: str, *, widgets: dict | None = None):
+    """Run the notebook; its tagged code cells by tag. ``widgets``, when given, receives the
+    final state of every widget model (by model id) the kernel left."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -29,6 +31,9 @@ def execute(name: str):
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = env_before
+    if widgets is not None:
+        state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        widgets.update({mid: m.get("state", {}) for mid, m in state.get("state", {}).items()})
     return {tag: cell for cell in nb.cells if cell.cell_type == "code" for tag in cell.metadata.get("tags", [])}
 
 
@@ -49,7 +54,8 @@ def data_of(cell, mime: str) -> list:
 
 
 def test_quickstart():
-    cells = execute("01-quickstart.ipynb")
+    widgets: dict = {}
+    cells = execute("01-quickstart.ipynb", widgets=widgets)
     hello = cells["hello"]
     streams = [o.text for o in hello.outputs if o.output_type == "stream"]
     joined = "".join(streams)
@@ -59,6 +65,12 @@ def test_quickstart():
     assert text_of(cells["session2"]).strip() == "1"
     pids = re.findall(r"\[stdout:default-w\d\] pid (\d+)", text_of(cells["all"]))
     assert len(set(pids)) == 2
+    bar = cells["progress"]
+    assert data_of(bar, "application/vnd.jupyter.widget-view+json"), bar.outputs  # tqdm's widget
+    bars = [w for w in widgets.values() if w.get("_model_name") in ("FloatProgressModel", "IntProgressModel")
+            and w.get("max") == 40]
+    assert bars and bars[0]["value"] == 40, bars  # the bar reached 40/40 in the kernel
+    assert text_of(bar).strip().endswith("40")
     error = cells["error"].outputs[-1]
     assert error.output_type == "error" and error.ename == "RemoteCellError"
     assert "ratios = [10 / v for v in values]" in "\n".join(error.traceback)
