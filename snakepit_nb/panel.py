@@ -97,6 +97,41 @@ class _Series:
                 self.memory.setdefault(r["worker_id"], collections.deque()).append((t, float(r["memory_mb"])))
 
 
+def _activity_html(pool_name: str, workers: int) -> str:
+    """One line on sizing (target size, adaptive bounds and its last decision) and one per
+    running map (items done / total, failures); empty when there is nothing to say."""
+    from snakepit import progress
+
+    try:
+        pool = snakepit.get_pool(pool_name)
+    except snakepit.PoolNotFoundError:
+        return ""
+    parts = []
+    adaptive, target = pool.adaptive, pool.target_size
+    if adaptive is not None or target != workers:
+        text = f"<b>size</b> {workers} workers, target {target}"
+        if adaptive is not None:
+            text += f" · adaptive {adaptive.minimum}–{adaptive.maximum}"
+            rows = adaptive.log.to_dict()
+            if rows:
+                last = rows[-1]
+                when = time.strftime("%H:%M:%S", time.localtime(last["time"]))
+                text += f" · last: {_esc(str(last['reason']))} {last['from_size']}→{last['to_size']} at {when}"
+        parts.append(text)
+    for m in progress.running_maps(pool_name):
+        pct = 100.0 * m.done / m.total if m.total else 100.0
+        fail = f", <span style='color:#d62728'>{m.failures} failed</span>" if m.failures else ""
+        parts.append(
+            f"<span class='snakepit-map'><b>map #{m.id}</b> "
+            f"<span style='display:inline-block;width:120px;height:8px;background:#e9ecef;border-radius:4px;"
+            f"vertical-align:middle'><span style='display:block;width:{pct:.0f}%;height:100%;background:#1f77b4;"
+            f"border-radius:4px'></span></span> {m.done}/{m.total} items ({pct:.0f}%){fail}</span>")
+    if not parts:
+        return ""
+    return ('<div class="snakepit-activity" style="font-size:12.5px;margin:4px 0;font-family:system-ui,sans-serif">'
+            + "<br>".join(parts) + "</div>")
+
+
 class _PoolSection:
     """The widgets of one pool inside the panel."""
 
@@ -115,6 +150,7 @@ class _PoolSection:
         self.gauge_label = W.HTML(layout=W.Layout(margin="0 0 0 8px"))
         self.figures = W.HTML()
         self.table = W.HTML()
+        self.activity = W.HTML()  # sizing (target, adaptive) and the running maps' progress
         self.recommendations = W.HTML()
         fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
                             specs=[[{}, {"secondary_y": True}]],
@@ -142,10 +178,10 @@ class _PoolSection:
         self._memory_traces: dict[str, int] = {}
         head = W.HBox([self.gauge, self.gauge_label], layout=W.Layout(align_items="center"))
         self.box = W.VBox(
-            [self.title, head, self.figures, self.table, self.figure, self.recommendations],
+            [self.title, head, self.figures, self.table, self.activity, self.figure, self.recommendations],
             layout=W.Layout(border="1px solid #dee2e6", padding="6px 12px", margin="6px 0"),
         )
-        self.widgets = [self.title, self.gauge, self.gauge_label, self.figures, self.table,
+        self.widgets = [self.title, self.gauge, self.gauge_label, self.figures, self.table, self.activity,
                         self.recommendations, self.figure, head, self.box]
 
     def update(self, snap: _diag.PoolSnapshot) -> None:
@@ -168,6 +204,7 @@ class _PoolSection:
                                   f'slots busy)</span>')
         self.figures.value = _render.figures_html(_render.pool_figures(snap))
         self.table.value = _render.workers_html(snap.worker_rows())
+        self.activity.value = _activity_html(snap.name, len(snap.workers))
         recs = _render.recommendations_html(snap.recommendations)
         if snap.errors:
             recs += "".join(f'<div style="color:#d62728;font-size:12px">{_esc(k)}: {_esc(v)}</div>'
@@ -360,6 +397,10 @@ class Panel:
     def worker_table(self, pool: str = "default") -> Any:
         """The worker table (an ``ipywidgets.HTML``) of a pool."""
         return self._sections[pool].table
+
+    def activity(self, pool: str = "default") -> Any:
+        """The sizing and running-maps line (an ``ipywidgets.HTML``) of a pool."""
+        return self._sections[pool].activity
 
     def figure(self, pool: str = "default") -> Any:
         """The memory/utilization chart (a plotly ``FigureWidget``) of a pool."""

@@ -125,3 +125,26 @@ def test_close_all_stops_every_panel(pool):
     Panel.close_all()
     assert all(p.closed for p in panels)
     assert not panel_threads()
+
+
+def test_panel_shows_running_maps_and_adaptive_sizing(pool):
+    panel = Panel(interval=0.1)
+    try:
+        assert panel.activity("default").value == ""  # fixed size, nothing running: nothing said
+        items = pool.map(time.sleep, [0.1] * 40, chunksize=2)
+        first = next(items)
+        assert wait_for(lambda: "snakepit-map" in panel.activity("default").value
+                        and "/40 items" in panel.activity("default").value)
+        assert first is None and len(list(items)) == 39
+        assert wait_for(lambda: "snakepit-map" not in panel.activity("default").value)
+
+        adaptive = pool.adapt(minimum=1, maximum=3, interval=0.2, wait_count=2)
+        try:
+            futures = [pool.submit(time.sleep, 0.4) for _ in range(12)]
+            assert wait_for(lambda: "adaptive 1–3" in panel.activity("default").value
+                            and "adapt_up" in panel.activity("default").value)
+            [f.result() for f in futures]
+        finally:
+            adaptive.stop()
+    finally:
+        panel.close()
