@@ -79,3 +79,25 @@ def test_map_progress_bar_and_registry(capsys):
     err = capsys.readouterr().err
     assert "20/20" in err
     snakepit.stop_pool("prog")
+
+
+def test_default_progress_in_jupyter_waits_before_showing_a_bar(capsys, monkeypatch):
+    """progress=None in a notebook: a quick map prints nothing; a map still running after
+    AUTO_BAR_AFTER_S gets a bar that starts from the items already done."""
+    pytest.importorskip("tqdm")
+    import time as _t
+
+    from snakepit import progress as prog
+
+    monkeypatch.setattr(prog, "_in_jupyter", lambda: True)  # tqdm.auto then writes text to stderr
+    monkeypatch.setattr(prog, "AUTO_BAR_AFTER_S", 0.6)
+    pool = snakepit.start_pool("autoprog", pool_size=2)
+    try:
+        assert list(pool.map(abs, range(-5, 5))) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+        assert "snakepit map" not in capsys.readouterr().err
+        assert len(list(pool.map(_t.sleep, [0.15] * 16, chunksize=1))) == 16
+        err = capsys.readouterr().err
+        assert "snakepit map [autoprog]" in err and "16/16" in err
+        assert " 0/16" not in err  # the bar appeared late, with the finished items counted
+    finally:
+        snakepit.stop_pool("autoprog")

@@ -37,6 +37,9 @@ def execute(name: str, *, widgets: dict | None = None):
     return {tag: cell for cell in nb.cells if cell.cell_type == "code" for tag in cell.metadata.get("tags", [])}
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
 def text_of(cell) -> str:
     parts = []
     for out in cell.outputs:
@@ -44,7 +47,7 @@ def text_of(cell) -> str:
             parts.append(out.text)
         elif out.output_type == "error":
             parts.append("\n".join(out.traceback))
-        else:
+        elif WIDGET_MIME not in out.data:  # a widget (a progress bar) is not the cell's text
             parts.append(out.data.get("text/plain", ""))
     return "".join(parts)
 

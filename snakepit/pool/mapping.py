@@ -80,17 +80,20 @@ class MapMixin:
         # A session runs on one worker: its chunks go one slot's worth at a time.
         window = 2 * max(1, self.capacity) if session is None else max(1, self._capacity)
         feeder = _MapFeeder(self, fn, chunks, star, key, session, window=window)
-        feeder.start()
         from ..progress import track_map  # noqa: PLC0415
 
         tracker = track_map(self.name, feeder.futures, [len(c) for c in chunks], progress)
+        try:
+            feeder.start()
+        except BaseException:
+            tracker.close()
+            raise
 
         def results() -> Iterator[Any]:
             try:
                 for fut in feeder.futures:
-                    remaining = None if end is None else max(0.0, end - time.monotonic())
                     try:
-                        chunk = fut.result(remaining)
+                        chunk = _wait_chunk(fut, end, tracker)
                     except FutureTimeoutError:
                         if fut.done():  # the request itself timed out (queue/request timeout)
                             raise
@@ -102,6 +105,19 @@ class MapMixin:
 
         return results()
 
+
+def _wait_chunk(fut: Any, end: float | None, tracker: Any) -> list:
+    """The chunk's results; while a deferred progress bar is due, wake up to show it."""
+    while True:
+        tracker.poll()
+        remaining = None if end is None else max(0.0, end - time.monotonic())
+        if not tracker.bar_pending:
+            return fut.result(remaining)
+        try:
+            return fut.result(0.25 if remaining is None else min(0.25, remaining))
+        except FutureTimeoutError:
+            if fut.done() or (remaining is not None and remaining <= 0.25):
+                raise
 
 
 class _MapFeeder:
