@@ -9,8 +9,8 @@ Data flow::
         pool.statistics()            (pool lock, a few µs)
         pool.worker_records()       (pool lock, a few µs)
         pool.recent_latencies_us     (deque.copy(): atomic, no lock)
-        workers_memory(pids)         (one process-table scan + one smaps_rollup read a worker, no
-                                      lock; skipped on some ticks if it is costly)
+        workers_memory(pids)         (one process-table scan + a smaps_rollup walk of each worker
+                                      that changed, no lock; skipped on some ticks if it is costly)
         psutil cpu_times(pid)        (no lock)
         /proc/<pid>/task/*/schedstat (run-queue wait: GIL and I/O-idle rules; Linux only)
             │

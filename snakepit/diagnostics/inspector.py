@@ -12,7 +12,8 @@ Data flow (everything read-only; the pool lock is held only inside ``list_worker
 
     get_pool_stats(pool, fresh=True) / get_memory_stats(pool)      live
         pool.worker_records() ─► gRPC Info.future() to every worker at once (short deadline)
-        lifecycle.workers_memory(pids) ─► one /proc scan + one smaps_rollup read a process
+        lifecycle.workers_memory(pids) ─► one /proc/<pid>/stat scan + a smaps_rollup walk of each
+                                        process whose signature changed (procmem.RollupCache)
         psutil cpu_times(pid) ─► CPU % since the previous look
         wait for the Info replies ─► PoolStats / MemoryStats / …
 
@@ -354,9 +355,16 @@ class ProfileInspector:
                 worker's heartbeat figures; only the workers left are measured now (for refresh
                 loops). None (the default) always measures every worker now.
 
-        Measuring reads each process's ``/proc/<pid>/smaps_rollup`` on Linux (psutil elsewhere)
-        after one scan of the process table for children. Workers whose process vanished
-        between listing and measuring are left out.
+        Measuring scans the process table once (``/proc/<pid>/stat`` on Linux: children, and a
+        cheap signature of each process), then reads ``/proc/<pid>/smaps_rollup`` — a kernel
+        page-table walk, the costly part — of each worker tree that may have changed since its
+        last walk: a tree whose processes all kept the same start time, page-fault counts,
+        virtual size and resident pages (and whose parent, the forkserver template, kept its
+        own and its set of children) keeps the figures of a walk at most
+        ``procmem.ROLLUP_REUSE_MAX_S`` (1 s) old. Anything a worker or its children allocate,
+        free or write (copy-on-write) shows at the next call (:class:`snakepit.procmem.RollupCache`).
+        psutil elsewhere, walked every time. Workers whose process vanished between listing and
+        measuring are left out.
         """
         p = resolve_pool(pool)
         infos = p.list_workers()
