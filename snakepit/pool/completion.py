@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import QueueTimeoutError, RequestCancelledError, RequestTimeoutError, SerializationError
-from ..protocol import codec
+from ..protocol import bulk, codec
 from ..protocol import worker_pb2 as pb
 from .calls import STREAM_END, _Call, _Failure
 from .records import RECYCLING, _Worker
@@ -27,6 +27,9 @@ class CompletionMixin:
         if call is None:
             return
         kind = reply.kind
+        if kind == pb.Reply.PART:
+            self._on_part(call, reply)
+            return
         if kind == pb.Reply.CHUNK:
             if call.chunks is not None:
                 try:
@@ -44,10 +47,40 @@ class CompletionMixin:
                 error = codec.error_from_failure(reply.error, worker_id=worker.worker_id, command=call.command)
         elif kind == pb.Reply.RESULT:
             try:
-                value = codec.loads(reply.payload, f"result of {call.command!r}")
+                if reply.in_parts:
+                    value = self._assembled(call)
+                else:
+                    value = codec.loads(reply.payload, f"result of {call.command!r}")
             except SerializationError as exc:
                 error, success = exc, False
         self._finish(worker, call, value, error, success, reply.duration_us)
+
+    @staticmethod
+    def _on_part(call: _Call, reply: pb.Reply) -> None:
+        """One slice of a large result, copied into its buffers (protocol/bulk.py)."""
+        if call.done or isinstance(call.parts, BaseException):
+            return
+        try:
+            if call.parts is None:
+                call.parts = bulk.Assembly(reply.segments)
+            call.parts.add(reply.payload)
+        except (ValueError, MemoryError) as exc:
+            call.parts = exc
+
+    @staticmethod
+    def _assembled(call: _Call) -> Any:
+        """The value of a large result whose parts all came; its buffers are let go here."""
+        parts, call.parts = call.parts, None
+        what = f"result of {call.command!r}"
+        try:
+            if not isinstance(parts, bulk.Assembly):
+                raise ValueError(parts or "no parts received")
+            return parts.loads()
+        except Exception as exc:
+            raise SerializationError(f"{what} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+        finally:
+            del parts
+            bulk.trim_memory()  # the freed receive buffers go back to the OS
 
     def _finish(self, worker: _Worker, call: _Call, value: Any, error: BaseException | None,
                 success: bool, worker_us: int = 0) -> None:
@@ -93,6 +126,7 @@ class CompletionMixin:
         if call.done:
             return
         call.done = True
+        call.parts = None  # a large result cut short: its buffers go now
         if call.chunks is not None:
             call.chunks.put(_Failure(error) if error is not None else STREAM_END)
             return

@@ -41,28 +41,34 @@ class RemoteFailure(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ..., code: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "kind", "payload", "error", "duration_us")
+    __slots__ = ("request_id", "kind", "payload", "error", "duration_us", "segments", "in_parts")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RESULT: _ClassVar[Reply.Kind]
         CHUNK: _ClassVar[Reply.Kind]
         END: _ClassVar[Reply.Kind]
         ERROR: _ClassVar[Reply.Kind]
+        PART: _ClassVar[Reply.Kind]
     RESULT: Reply.Kind
     CHUNK: Reply.Kind
     END: Reply.Kind
     ERROR: Reply.Kind
+    PART: Reply.Kind
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DURATION_US_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    IN_PARTS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     kind: Reply.Kind
     payload: bytes
     error: RemoteFailure
     duration_us: int
-    def __init__(self, request_id: _Optional[int] = ..., kind: _Optional[_Union[Reply.Kind, str]] = ..., payload: _Optional[bytes] = ..., error: _Optional[_Union[RemoteFailure, _Mapping]] = ..., duration_us: _Optional[int] = ...) -> None: ...
+    segments: _containers.RepeatedScalarFieldContainer[int]
+    in_parts: bool
+    def __init__(self, request_id: _Optional[int] = ..., kind: _Optional[_Union[Reply.Kind, str]] = ..., payload: _Optional[bytes] = ..., error: _Optional[_Union[RemoteFailure, _Mapping]] = ..., duration_us: _Optional[int] = ..., segments: _Optional[_Iterable[int]] = ..., in_parts: _Optional[bool] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ("message", "want_metrics", "memory_max_age_s")
