@@ -12,6 +12,7 @@ from .. import telemetry
 from ..errors import QueueTimeoutError, RequestCancelledError, RequestTimeoutError, SerializationError
 from ..protocol import bulk, codec
 from ..protocol import worker_pb2 as pb
+from . import functions
 from .calls import STREAM_END, _Call, _Failure
 from .records import RECYCLING, _Worker
 
@@ -37,6 +38,8 @@ class CompletionMixin:
                 except SerializationError as exc:
                     call.chunks.put(_Failure(exc))
             return
+        if kind == pb.Reply.ERROR and reply.error.code == codec.UNKNOWN_FUNCTION and self._resend_function(worker, call):
+            return
         success = kind != pb.Reply.ERROR
         error: BaseException | None = None
         value: Any = None
@@ -54,6 +57,19 @@ class CompletionMixin:
             except SerializationError as exc:
                 error, success = exc, False
         self._finish(worker, call, value, error, success, reply.duration_us)
+
+    @staticmethod
+    def _resend_function(worker: _Worker, call: _Call) -> bool:
+        """The worker lacked the by-value function named by hash (new or evicted): the same
+        request again, with the bytes (pool/functions.py). False if it cannot be resent."""
+        conn = worker.conn
+        if call.function is None or call.done or conn is None:
+            return False
+        request = call.to_request()
+        functions.attach(request, call.function, worker.functions_sent, force=True)
+        call.payload, call.function = b"", None
+        conn.send(request)
+        return True
 
     @staticmethod
     def _on_part(call: _Call, reply: pb.Reply) -> None:

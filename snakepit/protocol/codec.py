@@ -40,6 +40,7 @@ SERIALIZATION = "serialization"
 CANCELLED = "cancelled"
 TOO_LARGE = "too_large"
 BAD_REQUEST = "bad_request"
+UNKNOWN_FUNCTION = "unknown_function"  # the worker has no function of that hash (resend it)
 
 EMPTY_DICT_PAYLOAD = pickle.dumps({}, protocol=PROTOCOL)
 NONE_PAYLOAD = pickle.dumps(None, protocol=PROTOCOL)

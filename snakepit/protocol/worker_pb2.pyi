@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Request(_message.Message):
-    __slots__ = ("request_id", "command", "payload", "session_id", "timeout_s", "cancel", "stream")
+    __slots__ = ("request_id", "command", "payload", "session_id", "timeout_s", "cancel", "stream", "function", "function_hash")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class Request(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_HASH_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     command: str
     payload: bytes
@@ -24,7 +26,9 @@ class Request(_message.Message):
     timeout_s: float
     cancel: bool
     stream: bool
-    def __init__(self, request_id: _Optional[int] = ..., command: _Optional[str] = ..., payload: _Optional[bytes] = ..., session_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., cancel: _Optional[bool] = ..., stream: _Optional[bool] = ...) -> None: ...
+    function: bytes
+    function_hash: bytes
+    def __init__(self, request_id: _Optional[int] = ..., command: _Optional[str] = ..., payload: _Optional[bytes] = ..., session_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., cancel: _Optional[bool] = ..., stream: _Optional[bool] = ..., function: _Optional[bytes] = ..., function_hash: _Optional[bytes] = ...) -> None: ...
 
 class RemoteFailure(_message.Message):
     __slots__ = ("type", "message", "traceback", "pickled", "code")

@@ -39,6 +39,7 @@ import grpc
 from ..protocol import bulk, codec
 from ..protocol import worker_pb2 as pb
 from ..protocol import worker_pb2_grpc as pb_grpc
+from . import functions
 from .adapter import Adapter, Cancelled, RequestContext, _set_current
 
 log = logging.getLogger("snakepit.worker")
@@ -180,6 +181,12 @@ class WorkerService(pb_grpc.WorkerServicer):
         if not isinstance(kwargs, dict):
             exc = TypeError(f"arguments of {req.command!r} must be a dict, got {type(kwargs).__name__}")
             return self._error(rid, codec.failure_from_exception(exc, codec.BAD_REQUEST, tb=""))
+        if req.function_hash:  # a by-value function, shipped once per worker (worker/functions.py)
+            try:
+                kwargs["fn"] = functions.CACHE.resolve(req.function_hash, req.function)
+            except Exception as exc:
+                code = codec.UNKNOWN_FUNCTION if isinstance(exc, functions.UnknownFunction) else codec.SERIALIZATION
+                return self._error(rid, codec.failure_from_exception(exc, code, tb=""))
         _set_current(ctx)
         ctx.thread_ident = threading.get_ident()
         on_main = self.runner.use_main_thread
