@@ -117,3 +117,50 @@ def test_concurrent_first_calls_on_a_thread_worker():
         assert info["size"] == 1 and info["loads"] >= 1  # one entry; a racing resend may load it twice
     finally:
         snakepit.shutdown()
+
+
+HELPERS = '''
+import math
+K = 2
+
+def helper(x):
+    return x + K
+
+def outer(x, *, bias=0):
+    return helper(x) * 10 + bias + math.floor(0.5)
+'''
+
+
+def test_the_manager_reuses_pickled_bytes_only_while_nothing_captured_changed(pool):
+    from snakepit.pool import functions
+
+    ns = {"__name__": "__main__"}
+    exec(HELPERS, ns)
+    outer = ns["outer"]
+    first = functions.by_value(outer)
+    assert functions.by_value(outer) is first  # the same (hash, bytes): not pickled again
+    assert pool.submit(outer, 1).result(10) == 30
+    ns["K"] = 5  # a global of the helper it calls
+    assert functions.by_value(outer) is not first
+    assert pool.submit(outer, 1).result(10) == 60
+    ns["helper"] = lambda x: -x  # the helper redefined (re-running its cell)
+    assert pool.submit(outer, 1).result(10) == -10
+    outer.__kwdefaults__ = {"bias": 7}
+    assert pool.submit(outer, 1).result(10) == -3
+    outer.tag = "x"  # a function attribute: never cached
+    assert functions.by_value(outer) is not functions.by_value(outer)
+    assert pool.submit(outer, 1).result(10) == -3
+
+    def make(n):
+        def add(x):
+            return x + n
+        return add
+
+    add = make(1)
+    assert functions.by_value(add) is functions.by_value(add)  # closure over an int
+    state = {"n": 1}
+    uses_dict = lambda x: x + state["n"]  # noqa: E731 - a mutable global/closure: never cached
+    assert functions.by_value(uses_dict) is not functions.by_value(uses_dict)
+    state["n"] = 41
+    assert pool.submit(uses_dict, 1).result(10) == 42
+    assert pool.submit(add, 1).result(10) == 2
