@@ -30,17 +30,20 @@ FULL = dict(
     n_latency=2000, warmup=200, budget_s=10.0, n_tasks=20_000, p16_workers=16, p100_workers=100,
     threads=8, sleep_s=0.05, n_sleep=64, numpy_n=256, n_numpy=32, idle_s=1.0,
     n_telemetry=200_000, overhead_rounds=5, n_stats=50, n_memstats=5, ready_budget_s=90.0,
+    large_mb=200,
 )
 QUICK = dict(
     n_latency=40, warmup=5, budget_s=3.0, n_tasks=200, p16_workers=3, p100_workers=4,
     threads=2, sleep_s=0.01, n_sleep=6, numpy_n=32, n_numpy=4, idle_s=0.2,
     n_telemetry=2_000, overhead_rounds=1, n_stats=3, n_memstats=1, ready_budget_s=30.0,
+    large_mb=8,
 )
 
 ALL_PEERS = ["snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool",
              "loky", "ipyparallel", "dask"]
 EXTRA_PEERS = ["snakepit-process-spawn"]  # added by plan(), not selectable
 SLOW_PEERS = {"ipyparallel", "dask"}  # seconds per start, milliseconds per task
+LARGE_PEERS = ("snakepit-process", "ProcessPoolExecutor", "multiprocessing.Pool")
 
 
 def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -62,6 +65,9 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
     for peer in peers:
         if peer not in SLOW_PEERS and peer != "snakepit-thread":
             jobs.append((peer, "p100", {"diagnostics": peer == "snakepit-process"}))
+    for peer in peers:  # one big result (issue #18 item 7b)
+        if peer in LARGE_PEERS:
+            jobs.append((peer, "large", {}))
     if "snakepit-process" in peers:
         jobs.append(("snakepit-process", "overhead", {}))
     if "dask" in peers:  # a snakepit cluster pool next to Dask's Client.submit, same cluster
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--peers", default="", help="comma-separated subset of: " + ", ".join(ALL_PEERS))
-    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, overhead, cluster")
+    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, large, overhead, cluster")
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per job (default 240, quick 120)")
     ap.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "default"),
                     help="snakepit's worker start method in this run (PoolConfig.start_method)")

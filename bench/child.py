@@ -11,6 +11,9 @@ Groups (each starts one pool and reuses it for its scenarios):
 * ``p100``     100 workers: start-up time, idle memory, and for snakepit the cost of
                ``get_pool_stats`` / ``get_memory_stats`` on a pool that size.
 * ``overhead`` snakepit only: telemetry cost per request with 0 and 1 handler.
+* ``large``    1 worker: one big result (``large_mb`` MiB of bytes, then a NumPy array of that
+               size): seconds, and the peak RSS growth of this process (the kernel) over the
+               result's size, and what stayed resident after it was dropped.
 * ``floor``    no pool: raw transports (gRPC bidi/unary over a Unix socket, a pipe), the floor
                under any gRPC-based design.
 
@@ -32,7 +35,7 @@ from typing import Any, Callable
 import psutil
 
 from .peers import make_peer
-from .tasks import noop, numpy_task, sleep_task
+from .tasks import make_big, noop, numpy_task, sleep_task
 
 MB = 2**20
 
@@ -313,6 +316,67 @@ def group_overhead(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
     return out
 
 
+class PeakRSS:
+    """Peak RSS of this process over a block: the kernel's VmHWM (reset first, where
+    /proc/self/clear_refs takes it) and a psutil sampling thread; the larger of the two."""
+
+    def __enter__(self) -> "PeakRSS":
+        import gc
+
+        gc.collect()
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.hwm = True
+        except OSError:
+            self.hwm = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.hwm:
+            with open("/proc/self/status") as fh:
+                hwm = next((int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:")), 0)
+            self.peak = max(self.peak, hwm)
+
+
+def group_large(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
+    """One big result into this process (the kernel): time, peak memory, memory left after."""
+    import gc
+
+    mb = p.get("large_mb", 200)
+    if hasattr(peer, "pool"):
+        peer.start(1, max_message_mb=max(80, 2 * mb))
+    else:
+        peer.start(1)
+    peer.first_calls(1, time.monotonic() + 60)
+    out: dict[str, Any] = {"mb": mb}
+    for kind in ("bytes", "numpy"):
+        assert len(peer.submit(make_big, 1, kind).result()) == MB  # warm (imports NumPy)
+        with PeakRSS() as rss:
+            t0 = time.perf_counter()
+            value = peer.submit(make_big, mb, kind).result()
+            seconds = time.perf_counter() - t0
+        assert len(value) == mb * MB
+        del value
+        gc.collect()
+        time.sleep(0.1)
+        left = psutil.Process().memory_info().rss - rss.base
+        out[kind] = {"seconds": seconds, "peak_growth_mb": (rss.peak - rss.base) / MB,
+                     "peak_x": (rss.peak - rss.base) / (mb * MB), "left_mb": left / MB}
+    return out
+
+
 def group_floor(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
     from . import floor
 
@@ -333,6 +397,7 @@ GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "p100": lambda peer, p, t: group_workers(peer, p, t, p["p100_workers"], 1, gil=False),
     "overhead": group_overhead,
     "floor": group_floor,
+    "large": group_large,
     "cluster": group_cluster,
 }
 

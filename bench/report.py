@@ -20,6 +20,12 @@ METRICS: list[tuple[str, str, str, str]] = [
     ("pool16_total_uss_mb", "16-worker pool incl. manager, total USS (MB)", "lower", "{:.0f}"),
     ("pool16_total_rss_mb", "16-worker pool incl. manager, total RSS (MB)", "lower", "{:.0f}"),
     ("pool100_total_uss_mb", "100-worker pool incl. manager, total USS (MB)", "lower", "{:.0f}"),
+    ("large_bytes_s", "large result, bytes: seconds", "lower", "{:.2f}"),
+    ("large_bytes_peak_x", "large result, bytes: kernel's peak RSS growth / size", "lower", "{:.2f}"),
+    ("large_bytes_left_mb", "large result, bytes: MB still resident after it is dropped", "lower", "{:.0f}"),
+    ("large_numpy_s", "large result, NumPy array: seconds", "lower", "{:.2f}"),
+    ("large_numpy_peak_x", "large result, NumPy array: kernel's peak RSS growth / size", "lower", "{:.2f}"),
+    ("large_numpy_left_mb", "large result, NumPy array: MB still resident after it is dropped", "lower", "{:.0f}"),
 ]
 
 
@@ -79,6 +85,12 @@ def summarize(jobs: list[dict[str, Any]]) -> dict[str, Any]:
                     "peak_total_uss_mb": _get(m, "gil_memory", "peak_total_uss_mb"),
                     "peak_total_rss_mb": _get(m, "gil_memory", "peak_total_rss_mb"),
                 })
+        elif group == "large":
+            row["large_mb"] = m.get("mb")
+            for kind in ("bytes", "numpy"):
+                row[f"large_{kind}_s"] = _get(m, kind, "seconds")
+                row[f"large_{kind}_peak_x"] = _get(m, kind, "peak_x")
+                row[f"large_{kind}_left_mb"] = _get(m, kind, "left_mb")
         elif group == "overhead":
             out["overhead"] = m
         elif group == "floor":
@@ -171,6 +183,11 @@ def markdown(doc: dict[str, Any]) -> str:
     if "snakepit-process-spawn" in peers:
         lines += ["", "snakepit-process-spawn: the same pool with start_method=\"spawn\" (forkserver is the default), "
                   "for the start-up and memory rows."]
+    large = next((summary["peers"][p]["large_mb"] for p in peers if summary["peers"][p].get("large_mb")), None)
+    if large:
+        lines += ["", f"large result rows: one {large} MiB result from 1 worker (`b'\\x07' * n`, then a NumPy "
+                  "uint8 array), into the bench process; peak RSS growth over the result's size (VmHWM and a "
+                  "2 ms psutil sampler) and what stayed resident after `del` + `gc.collect()`."]
     lines += ["", "100-worker rows skip ipyparallel and Dask (a 16-worker start already takes them "
               "10–20 s here; 100 would not fit the run's time bound)."]
     if summary["gil"]:

@@ -27,3 +27,17 @@ def numpy_task(n: int) -> float:
     b = a @ a
     b = b @ a
     return float(b[0, 0])
+
+
+def make_big(mb: int, kind: str = "bytes"):
+    """A result of ``mb`` MiB: ``bytes`` (in-band in a pickle) or a NumPy array (out-of-band
+    buffer with pickle protocol 5)."""
+    n = int(mb * 2**20)
+    if kind == "numpy":
+        import numpy as np
+
+        out = np.empty(n, dtype=np.uint8)
+        out[:] = 7
+        out[:: 4096] = 1
+        return out
+    return b"\x07" * n

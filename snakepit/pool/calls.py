@@ -56,7 +56,8 @@ class _Call:
     __slots__ = (
         "request_id", "command", "payload", "session", "future", "chunks", "worker",
         "queued_at", "started_at", "deadline", "timeout", "stream", "pool_ref", "done",
-        "queue_timer", "request_timer", "cancel_sent", "key", "waiting", "n_items",
+        "queue_timer", "request_timer", "cancel_sent", "key", "waiting", "n_items", "parts",
+        "function",
     )
 
     def __init__(self, pool: "Pool", request_id: int, command: str, payload: bytes,
@@ -83,6 +84,8 @@ class _Call:
         self.key: Any = command  # what the pool learns durations by (see Pool._pipeline_limit)
         self.waiting = False  # pipelined: sent to its worker, waiting there behind running ones
         self.n_items = 1  # calls it stands for (a map chunk's length): durations are learnt per item
+        self.parts: Any = None  # a large result being received (protocol.bulk.Assembly)
+        self.function: tuple[bytes, bytes] | None = None  # (hash, bytes) of a by-value fn
 
     def pool_ref_cancel_queued(self) -> None:
         pool = self.pool_ref()

@@ -10,8 +10,9 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import QueueTimeoutError, RequestCancelledError, RequestTimeoutError, SerializationError
-from ..protocol import codec
+from ..protocol import bulk, codec
 from ..protocol import worker_pb2 as pb
+from . import functions
 from .calls import STREAM_END, _Call, _Failure
 from .records import RECYCLING, _Worker
 
@@ -27,12 +28,17 @@ class CompletionMixin:
         if call is None:
             return
         kind = reply.kind
+        if kind == pb.Reply.PART:
+            self._on_part(call, reply)
+            return
         if kind == pb.Reply.CHUNK:
             if call.chunks is not None:
                 try:
                     call.chunks.put(codec.loads(reply.payload, "stream item"))
                 except SerializationError as exc:
                     call.chunks.put(_Failure(exc))
+            return
+        if kind == pb.Reply.ERROR and reply.error.code == codec.UNKNOWN_FUNCTION and self._resend_function(worker, call):
             return
         success = kind != pb.Reply.ERROR
         error: BaseException | None = None
@@ -44,10 +50,53 @@ class CompletionMixin:
                 error = codec.error_from_failure(reply.error, worker_id=worker.worker_id, command=call.command)
         elif kind == pb.Reply.RESULT:
             try:
-                value = codec.loads(reply.payload, f"result of {call.command!r}")
+                if reply.in_parts:
+                    value = self._assembled(call)
+                else:
+                    value = codec.loads(reply.payload, f"result of {call.command!r}")
             except SerializationError as exc:
                 error, success = exc, False
         self._finish(worker, call, value, error, success, reply.duration_us)
+
+    @staticmethod
+    def _resend_function(worker: _Worker, call: _Call) -> bool:
+        """The worker lacked the by-value function named by hash (new or evicted): the same
+        request again, with the bytes (pool/functions.py). False if it cannot be resent."""
+        conn = worker.conn
+        if call.function is None or call.done or conn is None:
+            return False
+        request = call.to_request()
+        functions.attach(request, call.function, worker.functions_sent, force=True)
+        call.payload, call.function = b"", None
+        conn.send(request)
+        return True
+
+    @staticmethod
+    def _on_part(call: _Call, reply: pb.Reply) -> None:
+        """One slice of a large result, copied into its buffers (protocol/bulk.py)."""
+        if call.done or isinstance(call.parts, BaseException):
+            return
+        try:
+            if call.parts is None:
+                call.parts = bulk.Assembly(reply.segments)
+            call.parts.add(reply.payload)
+        except (ValueError, MemoryError) as exc:
+            call.parts = exc
+
+    @staticmethod
+    def _assembled(call: _Call) -> Any:
+        """The value of a large result whose parts all came; its buffers are let go here."""
+        parts, call.parts = call.parts, None
+        what = f"result of {call.command!r}"
+        try:
+            if not isinstance(parts, bulk.Assembly):
+                raise ValueError(parts or "no parts received")
+            return parts.loads()
+        except Exception as exc:
+            raise SerializationError(f"{what} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+        finally:
+            del parts
+            bulk.trim_memory()  # the freed receive buffers go back to the OS
 
     def _finish(self, worker: _Worker, call: _Call, value: Any, error: BaseException | None,
                 success: bool, worker_us: int = 0) -> None:
@@ -93,6 +142,7 @@ class CompletionMixin:
         if call.done:
             return
         call.done = True
+        call.parts = None  # a large result cut short: its buffers go now
         if call.chunks is not None:
             call.chunks.put(_Failure(error) if error is not None else STREAM_END)
             return

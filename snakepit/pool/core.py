@@ -21,6 +21,7 @@ from ..config import PoolConfig
 from ..errors import PoolClosedError
 from ..lifecycle import LifecycleMonitor
 from ..profiles import get_profile
+from .functions import by_value
 from .calls import _DEFAULT, SnakepitFuture, _Call, _function_key, _iterate_stream, _wait
 from .completion import CompletionMixin
 from .dispatch import DispatchMixin
@@ -158,8 +159,10 @@ class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, SizingMixin, MapMixin
     def _submit_fn(self, fn: Callable[..., Any], args: tuple, kwargs: dict, session: "Session | None") -> SnakepitFuture:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
-        call = self._dispatch("call", {"fn": fn, "args": args, "kwargs": kwargs}, session=session,
-                              stream=False, timeout=_DEFAULT, key=("call", _function_key(fn)))
+        function = by_value(fn)  # shipped once per worker, then named by hash (pool/functions.py)
+        call = self._dispatch("call", {"args": args, "kwargs": kwargs} if function else
+                              {"fn": fn, "args": args, "kwargs": kwargs}, session=session,
+                              stream=False, timeout=_DEFAULT, key=("call", _function_key(fn)), function=function)
         assert call.future is not None
         return call.future
 

@@ -13,6 +13,7 @@ from .. import telemetry
 from ..connection import WorkerConnection
 from ..errors import PoolClosedError, PoolSaturatedError, WorkerCrashedError
 from ..protocol import codec
+from . import functions
 from .calls import _DEFAULT, _Call
 from .timers import normalize_timeout
 from .records import RECYCLING, SCALED_DOWN, UNHEALTHY, _Worker
@@ -206,15 +207,21 @@ class DispatchMixin:
         if conn is None:
             self._fail_call(call, WorkerCrashedError(worker.worker_id, worker.pid, worker.exit_code))
             return
-        conn.send(call.to_request())
+        request = call.to_request()
+        if call.function is not None and not functions.attach(request, call.function, worker.functions_sent):
+            conn.send(request)  # by hash only: kept until the reply, in case the worker must have it again
+            return
+        conn.send(request)
         call.payload = b""  # on its way: the call no longer holds the arguments
+        call.function = None
 
     def _send_all(self, calls: list[_Call]) -> None:
         for call in calls:
             self._send(call)
 
     def _dispatch(self, command: str, args: Any, *, session: "Session | None", stream: bool,
-                  timeout: Any, key: Any = None, n_items: int = 1, queue_timeout: Any = _DEFAULT) -> _Call:
+                  timeout: Any, key: Any = None, n_items: int = 1, queue_timeout: Any = _DEFAULT,
+                  function: tuple[bytes, bytes] | None = None) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
         elif isinstance(args, Mapping):
@@ -228,6 +235,7 @@ class DispatchMixin:
         call = _Call(self, next(self._request_ids), command, payload, session, stream, timeout)
         if key is not None:
             call.key = key
+        call.function = function
         call.n_items = max(1, n_items)
         if session is not None:
             session.last_used = time.monotonic()

@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable, Iterable, Iterator
 
 from .calls import _DEFAULT, _function_key
+from .functions import by_value
 
 
 class MapMixin:
@@ -155,12 +156,13 @@ class _MapFeeder:
             index = self._next
             self._next += 1
         try:
-            args = {"fn": self.fn, "items": self.chunks[index]}
+            function = by_value(self.fn)  # fresh each chunk: globals it captured may change
+            args = {"items": self.chunks[index]} if function else {"fn": self.fn, "items": self.chunks[index]}
             if not self.star:
                 args["star"] = False
             call = self.pool._dispatch("call_batch", args,
                                        session=self.session, stream=False, timeout=_DEFAULT, key=self._key,
-                                       n_items=len(self.chunks[index]), queue_timeout=None)
+                                       n_items=len(self.chunks[index]), queue_timeout=None, function=function)
         except BaseException as exc:
             if raise_first and index == 0:
                 self.close()

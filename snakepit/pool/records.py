@@ -104,6 +104,7 @@ class WorkerRecord:
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
         self.sessions: set[str] = set()
+        self.functions_sent: set[bytes] = set()  # by-value function hashes sent (pool/functions.py)
         self.last_heartbeat: float | None = None
         self.missed_heartbeats = 0
         self.figures: Any = None  # the worker's own figures from its last heartbeat (lifecycle.WorkerFigures)

@@ -40,6 +40,7 @@ SERIALIZATION = "serialization"
 CANCELLED = "cancelled"
 TOO_LARGE = "too_large"
 BAD_REQUEST = "bad_request"
+UNKNOWN_FUNCTION = "unknown_function"  # the worker has no function of that hash (resend it)
 
 EMPTY_DICT_PAYLOAD = pickle.dumps({}, protocol=PROTOCOL)
 NONE_PAYLOAD = pickle.dumps(None, protocol=PROTOCOL)
@@ -49,17 +50,32 @@ _plain_dumps = pickle.dumps
 _BY_VALUE_MODULES = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", None)
 
 
-def _fast_dumps(value: Any) -> bytes | None:
+def _fast_dumps(value: Any, buffer_callback: Any = None) -> bytes | None:
     """The C pickler's bytes when they are what cloudpickle would produce, else None."""
     if _BY_VALUE_MODULES is None or _BY_VALUE_MODULES:
         return None
     try:
-        data = _plain_dumps(value, protocol=PROTOCOL)
+        data = _plain_dumps(value, protocol=PROTOCOL, buffer_callback=buffer_callback)
     except Exception:  # lambdas, local functions, …: cloudpickle's job
         return None
     if b"__main__" in data:
         return None
     return data
+
+
+def dumps_segments(value: Any, what: str) -> list[Any]:
+    """``value`` pickled with out-of-band buffers (protocol 5): ``[stream, buffer, ...]``, each
+    buffer a byte view of the value's own memory (a NumPy array's data is not copied).
+    Raises SerializationError like :func:`dumps`."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = _fast_dumps(value, buffers.append)
+        if data is None:
+            buffers.clear()
+            data = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from exc
+    return [data, *(buf.raw() for buf in buffers)]
 
 
 def dumps(value: Any, what: str, limit: int | None = None) -> bytes:

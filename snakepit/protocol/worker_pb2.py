@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esnakepit/protocol/worker.proto\x12\x12snakepit.worker.v1\"\x86\x01\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\x12\x0e\n\x06stream\x18\x07 \x01(\x08\"`\n\rRemoteFailure\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x0f\n\x07pickled\x18\x04 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"\xd4\x01\n\x05Reply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.snakepit.worker.v1.Reply.Kind\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.snakepit.worker.v1.RemoteFailure\x12\x13\n\x0b\x64uration_us\x18\x05 \x01(\x04\"1\n\x04Kind\x12\n\n\x06RESULT\x10\x00\x12\t\n\x05\x43HUNK\x10\x01\x12\x07\n\x03\x45ND\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"N\n\x0bPingRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x14\n\x0cwant_metrics\x18\x02 \x01(\x08\x12\x18\n\x10memory_max_age_s\x18\x03 \x01(\x01\"r\n\tPingReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x13\n\x0bserver_time\x18\x03 \x01(\x01\x12\x32\n\x07metrics\x18\x04 \x01(\x0b\x32!.snakepit.worker.v1.WorkerMetrics\"\r\n\x0bInfoRequest\"\x8f\x04\n\rWorkerMetrics\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0frequests_served\x18\x05 \x01(\x04\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x14\n\x0cthread_count\x18\x07 \x01(\x05\x12\x11\n\tgc_counts\x18\x08 \x03(\x04\x12\x16\n\x0egc_collections\x18\t \x03(\x04\x12\x1b\n\x13tracemalloc_current\x18\n \x01(\x04\x12\x18\n\x10tracemalloc_peak\x18\x0b \x01(\x04\x12\x16\n\x0epython_version\x18\x0c \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\r \x01(\t\x12\x10\n\x08sessions\x18\x0e \x01(\x04\x12\x12\n\ncpu_time_s\x18\x0f \x01(\x01\x12\x16\n\trss_bytes\x18\x10 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tuss_bytes\x18\x11 \x01(\x04H\x01\x88\x01\x01\x12\x16\n\tpss_bytes\x18\x12 \x01(\x04H\x02\x88\x01\x01\x12\x17\n\nswap_bytes\x18\x13 \x01(\x04H\x03\x88\x01\x01\x12\x14\n\x0cmemory_age_s\x18\x14 \x01(\x01\x12\x17\n\x0f\x63hild_processes\x18\x15 \x01(\rB\x0c\n\n_rss_bytesB\x0c\n\n_uss_bytesB\x0c\n\n_pss_bytesB\r\n\x0b_swap_bytes\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\"\n\x0fShutdownRequest\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\"\n\rShutdownReply\x12\x11\n\tin_flight\x18\x01 \x01(\x05\x32\x94\x04\n\x06Worker\x12\x46\n\x08\x44ispatch\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply(\x01\x30\x01\x12\x41\n\x07\x45xecute\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply\x12I\n\rExecuteStream\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply0\x01\x12\x46\n\x04Ping\x12\x1f.snakepit.worker.v1.PingRequest\x1a\x1d.snakepit.worker.v1.PingReply\x12J\n\x04Info\x12\x1f.snakepit.worker.v1.InfoRequest\x1a!.snakepit.worker.v1.WorkerMetrics\x12L\n\x06\x43\x61ncel\x12!.snakepit.worker.v1.CancelRequest\x1a\x1f.snakepit.worker.v1.CancelReply\x12R\n\x08Shutdown\x12#.snakepit.worker.v1.ShutdownRequest\x1a!.snakepit.worker.v1.ShutdownReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esnakepit/protocol/worker.proto\x12\x12snakepit.worker.v1\"\xaf\x01\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\x12\x0e\n\x06stream\x18\x07 \x01(\x08\x12\x10\n\x08\x66unction\x18\x08 \x01(\x0c\x12\x15\n\rfunction_hash\x18\t \x01(\x0c\"`\n\rRemoteFailure\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x0f\n\x07pickled\x18\x04 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"\x82\x02\n\x05Reply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.snakepit.worker.v1.Reply.Kind\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.snakepit.worker.v1.RemoteFailure\x12\x13\n\x0b\x64uration_us\x18\x05 \x01(\x04\x12\x10\n\x08segments\x18\x06 \x03(\x04\x12\x10\n\x08in_parts\x18\x07 \x01(\x08\";\n\x04Kind\x12\n\n\x06RESULT\x10\x00\x12\t\n\x05\x43HUNK\x10\x01\x12\x07\n\x03\x45ND\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x12\x08\n\x04PART\x10\x04\"N\n\x0bPingRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x14\n\x0cwant_metrics\x18\x02 \x01(\x08\x12\x18\n\x10memory_max_age_s\x18\x03 \x01(\x01\"r\n\tPingReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x13\n\x0bserver_time\x18\x03 \x01(\x01\x12\x32\n\x07metrics\x18\x04 \x01(\x0b\x32!.snakepit.worker.v1.WorkerMetrics\"\r\n\x0bInfoRequest\"\x8f\x04\n\rWorkerMetrics\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0frequests_served\x18\x05 \x01(\x04\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x14\n\x0cthread_count\x18\x07 \x01(\x05\x12\x11\n\tgc_counts\x18\x08 \x03(\x04\x12\x16\n\x0egc_collections\x18\t \x03(\x04\x12\x1b\n\x13tracemalloc_current\x18\n \x01(\x04\x12\x18\n\x10tracemalloc_peak\x18\x0b \x01(\x04\x12\x16\n\x0epython_version\x18\x0c \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\r \x01(\t\x12\x10\n\x08sessions\x18\x0e \x01(\x04\x12\x12\n\ncpu_time_s\x18\x0f \x01(\x01\x12\x16\n\trss_bytes\x18\x10 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tuss_bytes\x18\x11 \x01(\x04H\x01\x88\x01\x01\x12\x16\n\tpss_bytes\x18\x12 \x01(\x04H\x02\x88\x01\x01\x12\x17\n\nswap_bytes\x18\x13 \x01(\x04H\x03\x88\x01\x01\x12\x14\n\x0cmemory_age_s\x18\x14 \x01(\x01\x12\x17\n\x0f\x63hild_processes\x18\x15 \x01(\rB\x0c\n\n_rss_bytesB\x0c\n\n_uss_bytesB\x0c\n\n_pss_bytesB\r\n\x0b_swap_bytes\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\"\n\x0fShutdownRequest\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\"\n\rShutdownReply\x12\x11\n\tin_flight\x18\x01 \x01(\x05\x32\x94\x04\n\x06Worker\x12\x46\n\x08\x44ispatch\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply(\x01\x30\x01\x12\x41\n\x07\x45xecute\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply\x12I\n\rExecuteStream\x12\x1b.snakepit.worker.v1.Request\x1a\x19.snakepit.worker.v1.Reply0\x01\x12\x46\n\x04Ping\x12\x1f.snakepit.worker.v1.PingRequest\x1a\x1d.snakepit.worker.v1.PingReply\x12J\n\x04Info\x12\x1f.snakepit.worker.v1.InfoRequest\x1a!.snakepit.worker.v1.WorkerMetrics\x12L\n\x06\x43\x61ncel\x12!.snakepit.worker.v1.CancelRequest\x1a\x1f.snakepit.worker.v1.CancelReply\x12R\n\x08Shutdown\x12#.snakepit.worker.v1.ShutdownRequest\x1a!.snakepit.worker.v1.ShutdownReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'snakepit.protocol.worker_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUEST']._serialized_start=55
-  _globals['_REQUEST']._serialized_end=189
-  _globals['_REMOTEFAILURE']._serialized_start=191
-  _globals['_REMOTEFAILURE']._serialized_end=287
-  _globals['_REPLY']._serialized_start=290
-  _globals['_REPLY']._serialized_end=502
-  _globals['_REPLY_KIND']._serialized_start=453
-  _globals['_REPLY_KIND']._serialized_end=502
-  _globals['_PINGREQUEST']._serialized_start=504
-  _globals['_PINGREQUEST']._serialized_end=582
-  _globals['_PINGREPLY']._serialized_start=584
-  _globals['_PINGREPLY']._serialized_end=698
-  _globals['_INFOREQUEST']._serialized_start=700
-  _globals['_INFOREQUEST']._serialized_end=713
-  _globals['_WORKERMETRICS']._serialized_start=716
-  _globals['_WORKERMETRICS']._serialized_end=1243
-  _globals['_CANCELREQUEST']._serialized_start=1245
-  _globals['_CANCELREQUEST']._serialized_end=1280
-  _globals['_CANCELREPLY']._serialized_start=1282
-  _globals['_CANCELREPLY']._serialized_end=1310
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1312
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1346
-  _globals['_SHUTDOWNREPLY']._serialized_start=1348
-  _globals['_SHUTDOWNREPLY']._serialized_end=1382
-  _globals['_WORKER']._serialized_start=1385
-  _globals['_WORKER']._serialized_end=1917
+  _globals['_REQUEST']._serialized_end=230
+  _globals['_REMOTEFAILURE']._serialized_start=232
+  _globals['_REMOTEFAILURE']._serialized_end=328
+  _globals['_REPLY']._serialized_start=331
+  _globals['_REPLY']._serialized_end=589
+  _globals['_REPLY_KIND']._serialized_start=530
+  _globals['_REPLY_KIND']._serialized_end=589
+  _globals['_PINGREQUEST']._serialized_start=591
+  _globals['_PINGREQUEST']._serialized_end=669
+  _globals['_PINGREPLY']._serialized_start=671
+  _globals['_PINGREPLY']._serialized_end=785
+  _globals['_INFOREQUEST']._serialized_start=787
+  _globals['_INFOREQUEST']._serialized_end=800
+  _globals['_WORKERMETRICS']._serialized_start=803
+  _globals['_WORKERMETRICS']._serialized_end=1330
+  _globals['_CANCELREQUEST']._serialized_start=1332
+  _globals['_CANCELREQUEST']._serialized_end=1367
+  _globals['_CANCELREPLY']._serialized_start=1369
+  _globals['_CANCELREPLY']._serialized_end=1397
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1399
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1433
+  _globals['_SHUTDOWNREPLY']._serialized_start=1435
+  _globals['_SHUTDOWNREPLY']._serialized_end=1469
+  _globals['_WORKER']._serialized_start=1472
+  _globals['_WORKER']._serialized_end=2004
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Request(_message.Message):
-    __slots__ = ("request_id", "command", "payload", "session_id", "timeout_s", "cancel", "stream")
+    __slots__ = ("request_id", "command", "payload", "session_id", "timeout_s", "cancel", "stream", "function", "function_hash")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class Request(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_HASH_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     command: str
     payload: bytes
@@ -24,7 +26,9 @@ class Request(_message.Message):
     timeout_s: float
     cancel: bool
     stream: bool
-    def __init__(self, request_id: _Optional[int] = ..., command: _Optional[str] = ..., payload: _Optional[bytes] = ..., session_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., cancel: _Optional[bool] = ..., stream: _Optional[bool] = ...) -> None: ...
+    function: bytes
+    function_hash: bytes
+    def __init__(self, request_id: _Optional[int] = ..., command: _Optional[str] = ..., payload: _Optional[bytes] = ..., session_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., cancel: _Optional[bool] = ..., stream: _Optional[bool] = ..., function: _Optional[bytes] = ..., function_hash: _Optional[bytes] = ...) -> None: ...
 
 class RemoteFailure(_message.Message):
     __slots__ = ("type", "message", "traceback", "pickled", "code")
@@ -41,28 +45,34 @@ class RemoteFailure(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ..., code: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "kind", "payload", "error", "duration_us")
+    __slots__ = ("request_id", "kind", "payload", "error", "duration_us", "segments", "in_parts")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RESULT: _ClassVar[Reply.Kind]
         CHUNK: _ClassVar[Reply.Kind]
         END: _ClassVar[Reply.Kind]
         ERROR: _ClassVar[Reply.Kind]
+        PART: _ClassVar[Reply.Kind]
     RESULT: Reply.Kind
     CHUNK: Reply.Kind
     END: Reply.Kind
     ERROR: Reply.Kind
+    PART: Reply.Kind
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DURATION_US_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    IN_PARTS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     kind: Reply.Kind
     payload: bytes
     error: RemoteFailure
     duration_us: int
-    def __init__(self, request_id: _Optional[int] = ..., kind: _Optional[_Union[Reply.Kind, str]] = ..., payload: _Optional[bytes] = ..., error: _Optional[_Union[RemoteFailure, _Mapping]] = ..., duration_us: _Optional[int] = ...) -> None: ...
+    segments: _containers.RepeatedScalarFieldContainer[int]
+    in_parts: bool
+    def __init__(self, request_id: _Optional[int] = ..., kind: _Optional[_Union[Reply.Kind, str]] = ..., payload: _Optional[bytes] = ..., error: _Optional[_Union[RemoteFailure, _Mapping]] = ..., duration_us: _Optional[int] = ..., segments: _Optional[_Iterable[int]] = ..., in_parts: _Optional[bool] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ("message", "want_metrics", "memory_max_age_s")

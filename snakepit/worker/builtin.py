@@ -104,6 +104,14 @@ class DefaultAdapter(Adapter):
                 step *= 2
         return out
 
+    @command
+    def function_cache(self, clear: bool = False, **_: Any) -> dict[str, int]:
+        """This worker's cache of by-value functions: ``size``, ``hits``, ``loads`` (functions
+        unpickled), ``unknown`` (hashes asked for but not held); ``clear=True`` empties it."""
+        from .functions import CACHE  # noqa: PLC0415
+
+        return CACHE.info(clear=bool(clear))
+
     # -- code execution (%%snakepit_run) --------------------------------------------
     def _namespace(self, session_id: str | None) -> dict[str, Any]:
         if not session_id:

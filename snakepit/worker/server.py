@@ -36,9 +36,10 @@ from typing import Any, Callable
 
 import grpc
 
-from ..protocol import codec
+from ..protocol import bulk, codec
 from ..protocol import worker_pb2 as pb
 from ..protocol import worker_pb2_grpc as pb_grpc
+from . import functions
 from .adapter import Adapter, Cancelled, RequestContext, _set_current
 
 log = logging.getLogger("snakepit.worker")
@@ -180,6 +181,12 @@ class WorkerService(pb_grpc.WorkerServicer):
         if not isinstance(kwargs, dict):
             exc = TypeError(f"arguments of {req.command!r} must be a dict, got {type(kwargs).__name__}")
             return self._error(rid, codec.failure_from_exception(exc, codec.BAD_REQUEST, tb=""))
+        if req.function_hash:  # a by-value function, shipped once per worker (worker/functions.py)
+            try:
+                kwargs["fn"] = functions.CACHE.resolve(req.function_hash, req.function)
+            except Exception as exc:
+                code = codec.UNKNOWN_FUNCTION if isinstance(exc, functions.UnknownFunction) else codec.SERIALIZATION
+                return self._error(rid, codec.failure_from_exception(exc, code, tb=""))
         _set_current(ctx)
         ctx.thread_ident = threading.get_ident()
         on_main = self.runner.use_main_thread
@@ -217,13 +224,12 @@ class WorkerService(pb_grpc.WorkerServicer):
             return pb.Reply(request_id=rid, kind=pb.Reply.END)
         return self._result(rid, req.command, value)
 
-    def _result(self, rid: int, command: str, value: Any) -> pb.Reply:
-        try:
-            data = codec.dumps(value, f"result of {command!r}", self.max_message_bytes)
+    def _result(self, rid: int, command: str, value: Any) -> pb.Reply | bulk.LargeReply:
+        try:  # a big value travels in PART messages (protocol/bulk.py)
+            return bulk.result_reply(rid, value, f"result of {command!r}", self.max_message_bytes)
         except Exception as exc:
             code = codec.TOO_LARGE if type(exc).__name__ == "PayloadTooLargeError" else codec.SERIALIZATION
             return self._error(rid, codec.failure_from_exception(exc, code, tb=""))
-        return pb.Reply(request_id=rid, kind=pb.Reply.RESULT, payload=data)
 
     def _chunk(self, rid: int, value: Any) -> pb.Reply:
         try:
@@ -260,7 +266,8 @@ class WorkerService(pb_grpc.WorkerServicer):
     def _threadsafe_sender(self, put: Callable[[Any], None]) -> Send:
         loop = self.loop
         assert loop is not None
-        return lambda reply: loop.call_soon_threadsafe(put, reply)
+        return lambda reply: loop.call_soon_threadsafe(
+            put, reply.single() if type(reply) is bulk.LargeReply else reply)
 
     async def Dispatch(self, request_iterator, context):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
@@ -315,6 +322,13 @@ class WorkerService(pb_grpc.WorkerServicer):
                     if reply is None:
                         finished = True
                         break
+                    if type(reply) is bulk.LargeReply:  # its parts, one at a time, alone
+                        if batch:
+                            await self._write_batch(context, batch)
+                            batch, size = [], 0
+                        for part in reply.messages():
+                            await context.write(part)
+                        continue
                     n = reply.ByteSize()
                     if n > max_item:
                         if batch:
