@@ -25,6 +25,8 @@ __all__ = ["PoolConfig", "DEFAULT_ADAPTER", "PROFILES"]
 DEFAULT_ADAPTER = "snakepit.worker.builtin:DefaultAdapter"
 PROFILES = ("process", "thread")
 START_METHODS = ("forkserver", "spawn")
+TRANSPORTS = ("lane", "grpc")
+TRANSPORT_ENV = "SNAKEPIT_TRANSPORT"
 
 DEFAULT_MAX_QUEUE_SIZE = 1000
 DEFAULT_QUEUE_TIMEOUT = 5.0
@@ -115,6 +117,13 @@ class PoolConfig:
             to finish what they hold before they are killed.
         max_pool_size: the hard cap on ``pool.scale(n)`` and ``pool.adapt(maximum=…)``
             (``None``: 4096).
+        transport: how requests and replies travel to *local* workers: ``"lane"``
+            (length-prefixed protobuf messages on the worker's owner-only Unix socket, no
+            gRPC on the call path: the fastest), ``"grpc"`` (the gRPC Dispatch stream), or
+            ``None``: ``$SNAKEPIT_TRANSPORT``, else ``"lane"``. Both carry the same
+            ``worker.proto`` messages and every feature; heartbeats, metrics and shutdown
+            use gRPC either way, and cluster workers always use gRPC over TCP (``"lane"``
+            with ``cluster=`` is a ``ConfigError``). See docs/performance.md.
     """
 
     name: str = "default"
@@ -148,6 +157,7 @@ class PoolConfig:
     cluster_connect_timeout: float = DEFAULT_CLUSTER_CONNECT_TIMEOUT
     cluster_drain_timeout: float = DEFAULT_CLUSTER_DRAIN_TIMEOUT
     max_pool_size: int | None = None
+    transport: str | None = None
 
     def __post_init__(self) -> None:
         _check_str(self, "name")
@@ -220,6 +230,23 @@ class PoolConfig:
         _check_number(self, "cluster_drain_timeout", positive=True)
         if self.cluster is not None:
             _check_cluster(self.cluster)
+        if self.transport is not None and self.transport not in TRANSPORTS:
+            raise ConfigError("transport", f"must be one of {TRANSPORTS} or None, got {self.transport!r}")
+        if self.transport == "lane" and self.cluster is not None:
+            raise ConfigError("transport", "the 'lane' transport is local-only; cluster workers use gRPC "
+                                           "(leave transport=None)")
+        if self.cluster is None:
+            self.resolved_transport  # noqa: B018 - a bad $SNAKEPIT_TRANSPORT fails here, not at start
+
+    @property
+    def resolved_transport(self) -> str:
+        """The transport local workers use: ``transport``, else ``$SNAKEPIT_TRANSPORT``, else "lane"."""
+        if self.transport is not None:
+            return self.transport
+        value = os.environ.get(TRANSPORT_ENV, "").strip().lower()
+        if value and value not in TRANSPORTS:
+            raise ConfigError("transport", f"${TRANSPORT_ENV} must be one of {TRANSPORTS}, got {value!r}")
+        return value or "lane"
 
     @property
     def cluster_address(self) -> str | None:

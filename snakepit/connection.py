@@ -66,9 +66,13 @@ class WorkerConnection:
             else:
                 self.channel = grpc.secure_channel(target, credentials, options=channel_options)
             self.stub = pb_grpc.WorkerStub(self.channel)
-            self._call = self.stub.Dispatch(self._requests(), metadata=self.metadata)
             self._reader = threading.Thread(target=self._read, name=f"snakepit-conn-{name}", daemon=True)
+            self._open_dispatch()
             self._reader.start()
+
+    def _open_dispatch(self) -> None:
+        """Open the request/reply stream that ``send`` writes to and ``_read`` reads."""
+        self._call = self.stub.Dispatch(self._requests(), metadata=self.metadata)
 
     def send(self, request: pb.Request) -> None:
         """Queue a request on the stream (never blocks)."""
@@ -158,11 +162,14 @@ class WorkerConnection:
         if self._closed:
             return
         self._closed = True
+        self._close_dispatch()
+        self.channel.close()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=2.0)
+
+    def _close_dispatch(self) -> None:
         self._outbox.put(_CLOSE)
         try:
             self._call.cancel()
         except Exception:
             pass
-        self.channel.close()
-        if threading.current_thread() is not self._reader:
-            self._reader.join(timeout=2.0)

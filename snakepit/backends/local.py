@@ -13,12 +13,13 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from .. import runtime
+from .. import lane, runtime
 from ..config import PoolConfig
 from ..connection import WorkerConnection
 from ..errors import ConfigError
 from ..launcher import Launcher, WorkerProcess, apply_preload, default_launcher, worker_pythonpath
 from ..protocol import worker_pb2 as pb
+from ..protocol.framing import lane_path as worker_lane_path
 from .base import Backend, StartFailure, WorkerHandle
 
 _HOST = socket.gethostname()
@@ -30,8 +31,10 @@ class LocalWorker(WorkerHandle):
     is_local = True
     dask_worker = None
 
-    def __init__(self, worker_id: str, process: WorkerProcess, socket_path: str, started_mono: float) -> None:
+    def __init__(self, worker_id: str, process: WorkerProcess, socket_path: str, started_mono: float,
+                 lane_path: str | None = None) -> None:
         self.worker_id = worker_id
+        self.lane_path = lane_path
         self.process = process
         self.socket_path = socket_path
         self.pid = process.pid
@@ -41,8 +44,8 @@ class LocalWorker(WorkerHandle):
 
     def connect(self, *, max_message_bytes: int, on_reply: Callable[[pb.Reply], None],
                 on_broken: Callable[[BaseException | None], None]) -> WorkerConnection:
-        return WorkerConnection(self.address, name=self.worker_id, max_message_bytes=max_message_bytes,
-                                on_reply=on_reply, on_broken=on_broken)
+        return lane.connect(self.address, self.lane_path, name=self.worker_id,
+                            max_message_bytes=max_message_bytes, on_reply=on_reply, on_broken=on_broken)
 
     def add_exit_callback(self, fn: Callable[[int], None]) -> None:
         self.process.add_exit_callback(fn)
@@ -124,7 +127,8 @@ class LocalBackend(Backend):
         for worker_id, proc, socket_path, t0 in started:
             report: dict[str, Any] = reports[proc]
             if report.get("ok"):
-                out.append(LocalWorker(worker_id, proc, socket_path, t0))
+                lane_path = worker_lane_path(socket_path) if self.config.resolved_transport == "lane" else None
+                out.append(LocalWorker(worker_id, proc, socket_path, t0, lane_path))
             else:
                 failed.append(proc)
                 out.append(StartFailure(worker_id, str(report.get("error", "unknown error"))))

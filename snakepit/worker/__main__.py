@@ -272,7 +272,7 @@ def _zygote(argv: list[str]) -> int:
     import grpc  # noqa: F401
     import grpc.aio  # noqa: F401
 
-    from . import builtin, server  # noqa: F401
+    from . import builtin, lane, server  # noqa: F401
 
     try:
         preload_modules()  # the pool's preload: imported once here, shared by every worker
@@ -514,6 +514,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     _watch_parent(args.parent_pid)
     try:
         from .builtin import install_output_routing
+        from ..protocol.framing import lane_path
+        from .lane import LaneServer
         from .server import RequestRunner, WorkerService, serve
 
         preload_modules()
@@ -556,6 +558,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         listen, credentials, interceptors = _tcp_options(args)
         server = holder["server"] = serve(service, args.socket or None, listen=listen,
                                           credentials=credentials, interceptors=interceptors)
+        lane = LaneServer(service, lane_path(args.socket)) if args.socket else None
     except BaseException as exc:  # noqa: BLE001 - every start failure is reported
         _report(args.ready_fd, {"ok": False, "error": f"{exc}", "traceback": traceback.format_exc()})
         return 1
@@ -568,6 +571,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     else:
         while not server.stopped.wait(1.0):
             pass
+    if lane is not None:
+        lane.close()
     try:
         adapter.teardown()
     except Exception:

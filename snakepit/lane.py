@@ -1,0 +1,115 @@
+"""The manager's end of the local lane: a local worker's Dispatch stream without gRPC (issue 16).
+
+A :class:`LaneConnection` is a :class:`~snakepit.connection.WorkerConnection` whose
+request/reply stream runs over the worker's lane socket (``<socket>.lane``, owner-only)
+as length-prefixed ``Request``/``Reply`` messages (:mod:`snakepit.protocol.framing`);
+Ping, Info and Shutdown still use the gRPC channel. What it saves per round trip: the
+request leaves from the caller's own thread (no hand-off to gRPC's request-iterator thread
+and C-core), and the reply is read by one thread of ours straight from the socket.
+
+Which pools use it: ``PoolConfig.transport`` (``"lane"`` by default for local workers;
+``"grpc"`` keeps the gRPC stream). Cluster workers always use gRPC.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, Callable, Sequence
+
+import grpc
+
+from .connection import WorkerConnection
+from .protocol import framing
+from .protocol import worker_pb2 as pb
+
+log = logging.getLogger("snakepit.connection")
+
+
+class LaneConnection(WorkerConnection):
+    """Client side of one local worker, its requests and replies on the lane socket."""
+
+    def __init__(
+        self,
+        target: str,
+        lane_path: str,
+        *,
+        name: str,
+        max_message_bytes: int,
+        on_reply: Callable[[pb.Reply], None],
+        on_broken: Callable[[BaseException | None], None],
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Connect to the worker serving gRPC at ``target`` and its lane at ``lane_path``.
+
+        Raises ``OSError`` when the lane cannot be reached (the worker has none).
+        """
+        self._lane_path = lane_path
+        self._max_frame = max_message_bytes + 2**16
+        self._write_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        super().__init__(target, name=name, max_message_bytes=max_message_bytes, on_reply=on_reply,
+                         on_broken=on_broken, credentials=credentials, metadata=metadata, options=options)
+
+    def _open_dispatch(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self._lane_path)
+        except OSError:
+            sock.close()
+            self.channel.close()
+            raise
+        self._sock = sock
+
+    def send(self, request: pb.Request) -> None:
+        """Write a request to the worker (from the calling thread)."""
+        data = request.SerializeToString()
+        with self._write_lock:
+            if self._closed:
+                return
+            try:
+                framing.write_frame(self._sock, data)  # type: ignore[arg-type]
+            except OSError:
+                pass  # the reader sees the broken lane and reports it once
+
+    def cancel(self, request_id: int) -> None:
+        self.send(pb.Request(request_id=request_id, cancel=True))
+
+    def _read(self) -> None:
+        error: BaseException | None = None
+        on_reply = self._on_reply
+        parse = pb.Reply.FromString
+        try:
+            for frame in framing.read_frames(self._sock, self._max_frame):  # type: ignore[arg-type]
+                on_reply(parse(frame))
+            error = ConnectionResetError("the worker closed its lane")
+        except BaseException as exc:  # noqa: BLE001
+            if not self._closed and not isinstance(exc, OSError):
+                log.exception("lane reader failed")
+            error = exc
+        if not self._closed:
+            self._on_broken(error)
+
+    def _close_dispatch(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self._write_lock:
+            sock.close()
+
+
+def connect(target: str, lane_path: str | None, **kwargs: Any) -> WorkerConnection:
+    """A lane connection when ``lane_path`` is given and the worker has one, else gRPC's."""
+    if lane_path is not None:
+        try:
+            return LaneConnection(target, lane_path, **kwargs)
+        except OSError as exc:
+            log.warning("worker %s has no lane at %s (%s): using its gRPC stream",
+                        kwargs.get("name"), lane_path, exc)
+    return WorkerConnection(target, **kwargs)
