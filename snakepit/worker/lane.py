@@ -24,8 +24,9 @@ import os
 import queue
 import socket
 import threading
+from typing import Any
 
-from ..protocol import framing
+from ..protocol import bulk, framing
 from ..protocol import worker_pb2 as pb
 from .server import WorkerService
 
@@ -86,19 +87,25 @@ class _LaneSession:
         self._write_lock = threading.Lock()
         self._closed = False
         self._reader = threading.Thread(target=self._read, name="snakepit-lane", daemon=True)
-        self._deferred: queue.SimpleQueue[pb.Reply | None] | None = None
+        self._deferred: queue.SimpleQueue[Any] | None = None
 
     def start(self) -> None:
         self._reader.start()
 
-    def send(self, reply: pb.Reply | None) -> None:
+    def send(self, reply: "pb.Reply | bulk.LargeReply | None") -> None:
         """Write ``reply`` (from any thread but the reader's, which defers it)."""
         if reply is None or self._closed:
             return
         if threading.current_thread() is self._reader:
             self._defer(reply)
             return
-        data = reply.SerializeToString()
+        if type(reply) is bulk.LargeReply:  # its parts, made one at a time (protocol/bulk.py)
+            for part in reply.messages():
+                self._write(part.SerializeToString())
+            return
+        self._write(reply.SerializeToString())
+
+    def _write(self, data: bytes) -> None:
         with self._write_lock:
             if self._closed:
                 return
@@ -107,7 +114,7 @@ class _LaneSession:
             except OSError:  # the manager went away; its calls are ended on its side
                 self._closed = True
 
-    def _defer(self, reply: pb.Reply) -> None:
+    def _defer(self, reply: Any) -> None:
         if self._deferred is None:
             self._deferred = queue.SimpleQueue()
             threading.Thread(target=self._write_deferred, name="snakepit-lane-replies", daemon=True).start()
