@@ -167,6 +167,8 @@ class WorkerSetMixin:
     def _on_connection_broken(self, worker: _Worker, error: BaseException | None) -> None:
         proc = worker.process
         code = proc.wait(1.0) if proc is not None else None
+        if code is None and proc is not None:
+            proc.kill()  # alive but unreachable (e.g. a broken lane): it must not linger
         self._handle_worker_gone(worker, code, worker.kill_reason or ("connection lost" if code is None else ""))
 
     def _on_worker_exit(self, worker: _Worker, code: int) -> None:

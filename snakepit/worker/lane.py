@@ -15,7 +15,7 @@ replies to cancels it handles leave through a helper thread), so a full socket i
 direction can never stop the other.
 
 The socket lives next to the worker's gRPC socket (``<socket>.lane``), owner-only, in the
-pool's 0700 directory. One manager connection at a time is served; a second one replaces it.
+pool's 0700 directory. One manager connection at a time is served; others are closed at once.
 """
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ class LaneServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            previous, self._session = self._session, _LaneSession(self.service, conn)
-            if previous is not None:
-                previous.close()
+            if self._session is not None and not self._session.closed:
+                conn.close()  # one manager per worker: a second connection is refused
+                continue
+            self._session = _LaneSession(self.service, conn)
             self._session.start()
 
     def close(self) -> None:
@@ -91,6 +92,10 @@ class _LaneSession:
 
     def start(self) -> None:
         self._reader.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def send(self, reply: "pb.Reply | bulk.LargeReply | None") -> None:
         """Write ``reply`` (from any thread but the reader's, which defers it)."""

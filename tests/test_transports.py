@@ -1,0 +1,197 @@
+"""The two transports of local workers (issue 16): the lane (default) and the gRPC stream.
+
+The whole core suite runs on the default transport; ``test_core_suite_on_grpc`` runs it
+again with ``SNAKEPIT_TRANSPORT=grpc``, so every feature is proven on each lane.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import snakepit
+from snakepit.config import PoolConfig
+from snakepit.connection import WorkerConnection
+from snakepit.errors import ConfigError, WorkerCrashedError
+from snakepit.lane import LaneConnection
+from snakepit.protocol import framing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CORE_SUITE = [
+    "tests/test_pool.py",
+    "tests/test_queue.py",
+    "tests/test_profiles.py",
+    "tests/test_bad_input.py",
+    "tests/test_lifecycle.py",
+    "tests/test_timers.py",
+    "tests/test_large_results.py",
+    "tests/test_function_cache.py",
+    "tests/test_sizing.py",
+    "tests/test_telemetry.py",
+]
+
+
+@pytest.fixture
+def pools():
+    started = []
+
+    def start(name: str, **kw):
+        started.append(name)
+        return snakepit.start_pool(name, **kw)
+
+    yield start
+    for name in started:
+        snakepit.stop_pool(name)
+
+
+def _connections(pool):
+    return [w.conn for w in pool.worker_records()]
+
+
+def test_local_workers_use_the_lane_by_default_and_grpc_on_request(pools):
+    lane = pools("tr-lane", pool_size=2)
+    grpc_pool = pools("tr-grpc", pool_size=2, transport="grpc")
+    assert all(type(c) is LaneConnection for c in _connections(lane))
+    assert all(type(c) is WorkerConnection for c in _connections(grpc_pool))
+    for pool in (lane, grpc_pool):
+        assert pool.execute("echo", {"x": 41}) == {"x": 41}
+        assert list(pool.execute_stream("count", {"n": 3})) == [0, 1, 2]
+
+
+def test_environment_variable_chooses_the_transport(pools, monkeypatch):
+    monkeypatch.setenv("SNAKEPIT_TRANSPORT", "grpc")
+    pool = pools("tr-env", pool_size=1)
+    assert type(_connections(pool)[0]) is WorkerConnection
+    monkeypatch.setenv("SNAKEPIT_TRANSPORT", "pigeons")
+    with pytest.raises(ConfigError, match="SNAKEPIT_TRANSPORT"):
+        PoolConfig(name="x")
+
+
+def test_bad_transport_settings_are_refused():
+    with pytest.raises(ConfigError, match="transport"):
+        PoolConfig(name="x", transport="udp")
+    with pytest.raises(ConfigError, match="local-only"):
+        PoolConfig(name="x", transport="lane", cluster="tcp://127.0.0.1:1")
+
+
+def test_lane_socket_is_owner_only_and_serves_one_manager(pools):
+    pool = pools("tr-sock", pool_size=1)
+    conn = _connections(pool)[0]
+    path = conn._lane_path
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    # A second connection (another process of the same user) is closed at once and does not
+    # disturb the pool's own lane.
+    intruder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    intruder.connect(path)
+    intruder.settimeout(5)
+    assert intruder.recv(1) == b""
+    intruder.close()
+    assert pool.execute("echo", {"still": True}) == {"still": True}
+
+
+def test_cancel_and_timeout_on_the_lane_keep_the_worker_serving(pools):
+    pool = pools("tr-cancel", pool_size=1, transport="lane")
+    with pytest.raises(snakepit.RequestTimeoutError):
+        pool.execute("sleep", {"seconds": 30}, timeout=0.5)
+    fut = pool.submit(time.sleep, 30)
+    time.sleep(0.3)
+    fut.cancel()
+    assert pool.execute("echo", {"after": 1}) == {"after": 1}
+
+
+def test_worker_killed_mid_call_ends_the_call_on_the_lane(pools):
+    pool = pools("tr-crash", pool_size=1, transport="lane")
+    pid = pool.list_workers()[0].pid
+    fut = pool.submit(time.sleep, 30)
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerCrashedError):
+        fut.result(timeout=10)
+    assert pool.execute("echo", {"ok": 1}) == {"ok": 1}
+
+
+def test_concurrent_callers_share_one_lane(pools):
+    pool = pools("tr-threads", profile="thread", pool_size=1, threads_per_worker=4)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def caller(k: int) -> None:
+        for i in range(200):
+            value = pool.execute("echo", {"v": k * 1000 + i})["v"]
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted(k * 1000 + i for k in range(4) for i in range(200))
+
+
+# -- framing ------------------------------------------------------------------------------
+def _pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return a, b
+
+
+def test_frames_many_small_one_large_in_order():
+    a, b = _pair()
+    messages = [bytes([i % 256]) * (i % 50) for i in range(500)] + [os.urandom(3 * 2**20)] + [b"end"]
+
+    def write() -> None:
+        for m in messages:
+            framing.write_frame(a, m)
+        a.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=write)
+    t.start()
+    got = [bytes(f) for f in framing.read_frames(b, max_bytes=8 * 2**20)]
+    t.join()
+    a.close()
+    b.close()
+    assert got == messages
+
+
+def test_frame_over_the_limit_or_cut_short_is_an_error():
+    a, b = _pair()
+    a.sendall(framing.HEADER.pack(10_000) + b"x" * 10)
+    with pytest.raises(framing.FrameTooLargeError):
+        list(framing.read_frames(b, max_bytes=1000))
+    a.close()
+    b.close()
+    a, b = _pair()
+    a.sendall(framing.HEADER.pack(1_000_000) + b"x" * 10)
+    a.close()
+    with pytest.raises(ConnectionResetError):
+        list(framing.read_frames(b, max_bytes=2_000_000))
+    b.close()
+
+
+def test_a_garbage_frame_closes_the_lane_and_the_pool_replaces_the_worker(pools, wait_until):
+    pool = pools("tr-garbage", pool_size=1)
+    conn = _connections(pool)[0]
+    old_pid = pool.list_workers()[0].pid
+    with conn._write_lock:
+        framing.write_frame(conn._sock, b"\xff\xff\xff not a protobuf message")
+    assert wait_until(lambda: [w.pid for w in pool.list_workers()] not in ([], [old_pid]), timeout=15)
+    assert pool.execute("echo", {"fresh": 1}) == {"fresh": 1}
+
+
+@pytest.mark.slow
+def test_core_suite_on_grpc():
+    """Every core test again, with the gRPC Dispatch stream instead of the lane."""
+    env = dict(os.environ, SNAKEPIT_TRANSPORT="grpc")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *CORE_SUITE],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
