@@ -41,7 +41,7 @@ QUICK = dict(
 
 ALL_PEERS = ["snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool",
              "loky", "ipyparallel", "dask"]
-EXTRA_PEERS = ["snakepit-process-spawn"]  # added by plan(), not selectable
+EXTRA_PEERS = ["snakepit-process-spawn", "snakepit-process-grpc"]  # added by plan(), not selectable
 SLOW_PEERS = {"ipyparallel", "dask"}  # seconds per start, milliseconds per task
 LARGE_PEERS = ("snakepit-process", "ProcessPoolExecutor", "multiprocessing.Pool")
 
@@ -54,6 +54,8 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
         if peer in SLOW_PEERS:
             extra["budget_s"] = 4.0  # their rates are measured on fewer calls (see the notes)
         jobs.append((peer, "calls", extra))
+    if "snakepit-process" in peers:  # the transport's share: the gRPC stream instead of the lane
+        jobs.append(("snakepit-process-grpc", "calls", {}))
     for peer in peers:
         if peer != "snakepit-thread":
             jobs.append((peer, "p16", {}))

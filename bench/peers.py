@@ -59,9 +59,11 @@ class Peer:
 
 
 class SnakepitPeer(Peer):
-    def __init__(self, profile: str, start_method: str | None = None) -> None:
+    def __init__(self, profile: str, start_method: str | None = None, transport: str | None = None) -> None:
         self.profile = profile
-        self.name = f"snakepit-{profile}" + (f"-{start_method}" if start_method else "")
+        self.transport = transport
+        self.name = (f"snakepit-{profile}" + (f"-{start_method}" if start_method else "")
+                     + (f"-{transport}" if transport else ""))
         self.kind = profile
         self.pool: Any = None
         self.map_note = "default chunking: ceil(n / (4 x capacity))"
@@ -85,6 +87,8 @@ class SnakepitPeer(Peer):
         )
         if self.profile == "thread":
             opts["threads_per_worker"] = threads
+        if self.transport:
+            opts["transport"] = self.transport  # PoolConfig.transport (issue 16)
         depth = int(os.environ.get("SNAKEPIT_BENCH_PIPELINE_DEPTH", "0") or 0)
         if depth:
             opts["pipeline_depth"] = depth  # PoolConfig.pipeline_depth (issue 7)
@@ -220,6 +224,7 @@ PEERS: dict[str, Callable[[], Peer]] = {
     "snakepit-process": lambda: SnakepitPeer("process"),
     "snakepit-thread": lambda: SnakepitPeer("thread"),
     "snakepit-process-spawn": lambda: SnakepitPeer("process", start_method="spawn"),
+    "snakepit-process-grpc": lambda: SnakepitPeer("process", transport="grpc"),
     "ProcessPoolExecutor": ProcessPoolPeer,
     "multiprocessing.Pool": MultiprocessingPeer,
     "loky": LokyPeer,

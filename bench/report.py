@@ -12,6 +12,9 @@ METRICS: list[tuple[str, str, str, str]] = [
     ("execute_p50_us", "no-op round trip p50 (µs), execute('echo')", "lower", "{:.0f}"),
     ("execute_p99_us", "no-op round trip p99 (µs), execute('echo')", "lower", "{:.0f}"),
     ("submit_tasks_per_s", "no-op tasks/s, one submit per task (2 workers)", "higher", "{:.0f}"),
+    ("main_p50_us", "no-op round trip p50 (µs), submit(fn), fn defined in __main__", "lower", "{:.0f}"),
+    ("main_p99_us", "no-op round trip p99 (µs), submit(fn), fn defined in __main__", "lower", "{:.0f}"),
+    ("main_tasks_per_s", "no-op tasks/s, one submit per task, fn defined in __main__", "higher", "{:.0f}"),
     ("map_tasks_per_s", "no-op tasks/s, map default chunking (2 workers)", "higher", "{:.0f}"),
     ("ready16_s", "16 workers: s until each answered a first call", "lower", "{:.2f}"),
     ("ready100_s", "100 workers: s until each answered a first call", "lower", "{:.2f}"),
@@ -57,6 +60,9 @@ def summarize(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             row["submit_tasks_per_s"] = _get(m, "throughput_submit", "tasks_per_s")
             row["submit_tasks"] = _get(m, "throughput_submit", "tasks")
             row["map_tasks_per_s"] = _get(m, "throughput_map", "tasks_per_s")
+            row["main_p50_us"] = _get(m, "latency_submit_main", "p50_us")
+            row["main_p99_us"] = _get(m, "latency_submit_main", "p99_us")
+            row["main_tasks_per_s"] = _get(m, "throughput_submit_main", "tasks_per_s")
             row["map_tasks"] = _get(m, "throughput_map", "tasks")
             row["map_note"] = m.get("map_note")
         elif group in ("p16", "t2x8", "p100"):
@@ -114,9 +120,22 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
     loky = p.get("loky", {})
     ov = summary.get("overhead") or {}
     diag = summary.get("diagnostics") or {}
+    th = p.get("snakepit-thread", {})
     rows = [
         ("no-op execute p50 vs ProcessPoolExecutor", "<= 1.0x",
          _ratio(sp.get("execute_p50_us"), ppe.get("noop_p50_us")), lambda r: r <= 1.0),
+        ("no-op submit(fn) p50 vs ProcessPoolExecutor", "<= 1.0x",
+         _ratio(sp.get("noop_p50_us"), ppe.get("noop_p50_us")), lambda r: r <= 1.0),
+        ("no-op submit(fn) p50, fn in __main__, vs ProcessPoolExecutor", "<= 1.0x",
+         _ratio(sp.get("main_p50_us"), ppe.get("main_p50_us")), lambda r: r <= 1.0),
+        ("no-op execute p99 vs ProcessPoolExecutor", "<= 1.5x",
+         _ratio(sp.get("execute_p99_us"), ppe.get("noop_p99_us")), lambda r: r <= 1.5),
+        ("no-op submit(fn) p99 vs ProcessPoolExecutor", "<= 1.5x",
+         _ratio(sp.get("noop_p99_us"), ppe.get("noop_p99_us")), lambda r: r <= 1.5),
+        ("thread profile submit(fn) p50 vs process profile", "<= 1.2x",
+         _ratio(th.get("noop_p50_us"), sp.get("noop_p50_us")), lambda r: r <= 1.2),
+        ("20k no-ops, one submit each, fn in __main__, vs multiprocessing.Pool.apply_async", ">= 1.0x",
+         _ratio(sp.get("main_tasks_per_s"), mp.get("main_tasks_per_s")), lambda r: r >= 1.0),
         ("20k no-ops, one submit each, vs multiprocessing.Pool.apply_async", ">= 1.0x",
          _ratio(sp.get("submit_tasks_per_s"), mp.get("submit_tasks_per_s")), lambda r: r >= 1.0),
         ("20k no-ops, map default chunking, vs multiprocessing.Pool.map", ">= 1.0x",
@@ -129,6 +148,8 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
         ("telemetry per request, 1 handler (µs)", "<= 2 µs", ov.get("emit_1_handler_us"), lambda r: r <= 2.0),
         ("get_pool_stats at 100 workers (ms)", "<= 2 ms", _get(diag, "get_pool_stats", "median_ms"),
          lambda r: r <= 2.0),
+        ("get_memory_stats at 100 workers (ms)", "<= 10 ms", _get(diag, "get_memory_stats", "median_ms"),
+         lambda r: r <= 10.0),
         ("cluster pool no-op p50 vs Dask Client.submit", "<= 0.1x",
          _get(summary.get("cluster") or {}, "p50_ratio"), lambda r: r <= 0.1),
         ("cluster pool submit throughput vs Dask", ">= 10x",
@@ -147,7 +168,7 @@ def _fmt(fmt: str, v: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     meta, summary = doc["meta"], doc["summary"]
-    peers = [p for p in ["snakepit-process", "snakepit-process-spawn", "snakepit-thread", BASE,
+    peers = [p for p in ["snakepit-process", "snakepit-process-grpc", "snakepit-process-spawn", "snakepit-thread", BASE,
                          "multiprocessing.Pool", "loky", "ipyparallel", "dask"] if p in summary["peers"]]
     base = summary["peers"].get(BASE, {})
     lines = [
@@ -180,6 +201,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "map: " + "; ".join(notes) + "."]
     if partial:
         lines += ["", "Time-bounded (rate measured on fewer tasks): " + "; ".join(partial) + "."]
+    if "snakepit-process-grpc" in peers:
+        lines += ["", "snakepit-process-grpc: the same pool with transport=\"grpc\" (the gRPC Dispatch stream; the "
+                  "local lane is the default), for the call rows."]
     if "snakepit-process-spawn" in peers:
         lines += ["", "snakepit-process-spawn: the same pool with start_method=\"spawn\" (forkserver is the default), "
                   "for the start-up and memory rows."]

@@ -21,6 +21,7 @@ import grpc
 
 from .connection import WorkerConnection
 from .protocol import framing
+from .signals import signals_blocked
 from .protocol import worker_pb2 as pb
 
 log = logging.getLogger("snakepit.connection")
@@ -64,15 +65,32 @@ class LaneConnection(WorkerConnection):
         self._sock = sock
 
     def send(self, request: pb.Request) -> None:
-        """Write a request to the worker (from the calling thread)."""
-        data = request.SerializeToString()
+        """Write a request to the worker (from the calling thread).
+
+        A message is written whole or the lane is given up: Ctrl-C (or the kernel's
+        interrupt) is held off during the write on the main thread, and an exception in
+        the middle of one shuts the socket, so the worker never reads half a message as
+        the start of the next; the pool then replaces the worker like a lost one.
+        """
+        frame = framing.frame(request.SerializeToString())
+        sock = self._sock
         with self._write_lock:
             if self._closed:
                 return
             try:
-                framing.write_frame(self._sock, data)  # type: ignore[arg-type]
+                if threading.current_thread() is threading.main_thread():
+                    with signals_blocked():
+                        sock.sendall(frame)  # type: ignore[union-attr]
+                else:
+                    sock.sendall(frame)  # type: ignore[union-attr]
             except OSError:
                 pass  # the reader sees the broken lane and reports it once
+            except BaseException:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+                except OSError:
+                    pass
+                raise
 
     def cancel(self, request_id: int) -> None:
         self.send(pb.Request(request_id=request_id, cancel=True))

@@ -30,6 +30,11 @@ class FrameTooLargeError(ValueError):
     """A peer announced a message larger than the agreed maximum: the lane is not trusted on."""
 
 
+def frame(data: bytes) -> bytes:
+    """One message with its length header, ready for a single ``sendall``."""
+    return HEADER.pack(len(data)) + data
+
+
 def write_frame(sock: socket.socket, data: bytes) -> None:
     """Send one message (the caller serializes concurrent writers)."""
     if len(data) < _SMALL:
