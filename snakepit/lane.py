@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any, Callable, Sequence
-
-import grpc
+from typing import Any
 
 from .connection import WorkerConnection
 from .protocol import framing
@@ -30,20 +28,9 @@ log = logging.getLogger("snakepit.connection")
 class LaneConnection(WorkerConnection):
     """Client side of one local worker, its requests and replies on the lane socket."""
 
-    def __init__(
-        self,
-        target: str,
-        lane_path: str,
-        *,
-        name: str,
-        max_message_bytes: int,
-        on_reply: Callable[[pb.Reply], None],
-        on_broken: Callable[[BaseException | None], None],
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """Connect to the worker serving gRPC at ``target`` and its lane at ``lane_path``.
+    def __init__(self, target: str, lane_path: str, *, max_message_bytes: int, **kwargs: Any) -> None:
+        """Connect to the worker serving gRPC at ``target`` and its lane at ``lane_path``;
+        the other arguments are :class:`~snakepit.connection.WorkerConnection`'s.
 
         Raises ``OSError`` when the lane cannot be reached (the worker has none).
         """
@@ -51,8 +38,7 @@ class LaneConnection(WorkerConnection):
         self._max_frame = max_message_bytes + 2**16
         self._write_lock = threading.Lock()
         self._sock: socket.socket | None = None
-        super().__init__(target, name=name, max_message_bytes=max_message_bytes, on_reply=on_reply,
-                         on_broken=on_broken, credentials=credentials, metadata=metadata, options=options)
+        super().__init__(target, max_message_bytes=max_message_bytes, **kwargs)
 
     def _open_dispatch(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

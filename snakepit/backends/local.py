@@ -80,6 +80,7 @@ class LocalBackend(Backend):
         self.env["PYTHONPATH"] = worker_pythonpath(self.env.get("PYTHONPATH"))
         apply_preload(self.env, config.preload)
         self._options_file = self._write_adapter_options(config)
+        self._use_lane = config.resolved_transport == "lane"  # read once: $SNAKEPIT_TRANSPORT at pool start
 
     @staticmethod
     def _write_adapter_options(config: PoolConfig) -> str:
@@ -127,7 +128,7 @@ class LocalBackend(Backend):
         for worker_id, proc, socket_path, t0 in started:
             report: dict[str, Any] = reports[proc]
             if report.get("ok"):
-                lane_path = worker_lane_path(socket_path) if self.config.resolved_transport == "lane" else None
+                lane_path = worker_lane_path(socket_path) if self._use_lane else None
                 out.append(LocalWorker(worker_id, proc, socket_path, t0, lane_path))
             else:
                 failed.append(proc)

@@ -208,10 +208,11 @@ class DispatchMixin:
             self._fail_call(call, WorkerCrashedError(worker.worker_id, worker.pid, worker.exit_code))
             return
         request = call.to_request()
-        if call.function is not None and not functions.attach(request, call.function, worker.functions_sent):
-            conn.send(request)  # by hash only: kept until the reply, in case the worker must have it again
-            return
+        by_hash_only = call.function is not None and not functions.attach(request, call.function,
+                                                                           worker.functions_sent)
         conn.send(request)
+        if by_hash_only:
+            return  # the call keeps payload and function until the reply: the worker may need them again
         call.payload = b""  # on its way: the call no longer holds the arguments
         call.function = None
 

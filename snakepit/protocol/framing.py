@@ -38,7 +38,7 @@ def frame(data: bytes) -> bytes:
 def write_frame(sock: socket.socket, data: bytes) -> None:
     """Send one message (the caller serializes concurrent writers)."""
     if len(data) < _SMALL:
-        sock.sendall(HEADER.pack(len(data)) + data)
+        sock.sendall(frame(data))
     else:
         sock.sendall(HEADER.pack(len(data)))
         sock.sendall(data)
