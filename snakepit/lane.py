@@ -12,6 +12,7 @@ Which pools use it: ``PoolConfig.transport`` (``"lane"`` by default for local wo
 """
 from __future__ import annotations
 
+import collections
 import logging
 import socket
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 
 from .connection import WorkerConnection
 from .protocol import framing
-from .signals import signals_blocked
+from .signals import signals_blocked, start_thread
 from .protocol import worker_pb2 as pb
 
 log = logging.getLogger("snakepit.connection")
@@ -36,8 +37,15 @@ class LaneConnection(WorkerConnection):
         """
         self._lane_path = lane_path
         self._max_frame = max_message_bytes + 2**16
-        self._write_lock = threading.Lock()
+        # Writes never block a caller (or the reader thread, which sends the next queued
+        # calls): what the socket does not take at once waits in the backlog, in order, for
+        # the writer thread (started the first time it is needed).
+        self._write_lock = threading.Condition(threading.Lock())
+        self._backlog: collections.deque[memoryview] = collections.deque()
+        self._writer_busy = False
+        self._writer: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._cancels: set[Any] = set()
         super().__init__(target, max_message_bytes=max_message_bytes, **kwargs)
 
     def _open_dispatch(self) -> None:
@@ -51,43 +59,93 @@ class LaneConnection(WorkerConnection):
         self._sock = sock
 
     def send(self, request: pb.Request) -> None:
-        """Write a request to the worker (from the calling thread).
+        """Write a request to the worker without blocking (from any thread).
 
-        A message is written whole or the lane is given up: Ctrl-C (or the kernel's
-        interrupt) is held off during the write on the main thread, and an exception in
-        the middle of one shuts the socket, so the worker never reads half a message as
-        the start of the next; the pool then replaces the worker like a lost one.
+        A message is written whole or the lane is given up: the socket takes what it can at
+        once (Ctrl-C held off meanwhile on the main thread) and the rest waits for the writer
+        thread, so the worker never reads half a message as the start of the next; an
+        exception in the middle of one shuts the socket and the pool replaces the worker
+        like a lost one.
         """
-        frame = framing.frame(request.SerializeToString())
+        data = framing.frame(request.SerializeToString())
         sock = self._sock
+        assert sock is not None
         with self._write_lock:
             if self._closed:
+                return
+            if self._writer_busy:
+                self._backlog.append(memoryview(data))
                 return
             try:
                 if threading.current_thread() is threading.main_thread():
                     with signals_blocked():
-                        sock.sendall(frame)  # type: ignore[union-attr]
+                        sent = sock.send(data, socket.MSG_DONTWAIT)
                 else:
-                    sock.sendall(frame)  # type: ignore[union-attr]
+                    sent = sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
             except OSError:
-                pass  # the reader sees the broken lane and reports it once
+                return  # the reader sees the broken lane and reports it once
             except BaseException:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-                except OSError:
-                    pass
+                self._shut()
                 raise
+            if sent < len(data):
+                self._backlog.append(memoryview(data)[sent:])
+                self._writer_busy = True
+                if self._writer is None:
+                    self._writer = start_thread(threading.Thread(
+                        target=self._write_backlog, name=f"{self._reader.name}-writer", daemon=True))
+                else:
+                    self._write_lock.notify()
+
+    def _write_backlog(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            with self._write_lock:
+                while not self._backlog:
+                    self._writer_busy = False
+                    if self._closed:
+                        return
+                    self._write_lock.wait()
+                data = self._backlog.popleft()
+            try:
+                sock.sendall(data)
+            except OSError:
+                with self._write_lock:
+                    self._backlog.clear()
+                    self._shut()
+                return
+
+    def _shut(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+        except OSError:
+            pass
 
     def cancel(self, request_id: int) -> None:
-        self.send(pb.Request(request_id=request_id, cancel=True))
+        """Cancel on the gRPC channel: the worker's request threads read the lane only
+        between requests, its gRPC loop answers at once (a cancel that overtakes its
+        request is remembered there, see ``WorkerService.cancel``)."""
+        if self._closed:
+            return
+        try:
+            call = self.stub.Cancel.future(pb.CancelRequest(request_id=request_id), timeout=30.0,
+                                           metadata=self.metadata)
+            self._cancels.add(call)  # a gRPC future dropped before it is done cancels its call
+            call.add_done_callback(self._cancels.discard)
+        except Exception:  # noqa: BLE001 - the channel is closing: the worker goes with it
+            log.debug("cancel of request %s not sent", request_id, exc_info=True)
 
     def _read(self) -> None:
         error: BaseException | None = None
         on_reply = self._on_reply
         parse = pb.Reply.FromString
+        reader = framing.FrameReader(self._sock, self._max_frame)  # type: ignore[arg-type]
         try:
-            for frame in framing.read_frames(self._sock, self._max_frame):  # type: ignore[arg-type]
-                on_reply(parse(frame))
+            while True:
+                on_reply(parse(reader.next()))
+        except EOFError:
             error = ConnectionResetError("the worker closed its lane")
         except BaseException as exc:  # noqa: BLE001
             if not self._closed and not isinstance(exc, OSError):
@@ -105,6 +163,8 @@ class LaneConnection(WorkerConnection):
         except OSError:
             pass
         with self._write_lock:
+            self._backlog.clear()
+            self._write_lock.notify()
             sock.close()
 
 

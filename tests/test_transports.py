@@ -188,6 +188,45 @@ def test_a_garbage_frame_closes_the_lane_and_the_pool_replaces_the_worker(pools,
 
 
 @pytest.mark.slow
+def _touch(path: str) -> str:
+    with open(path, "w") as fh:
+        fh.write("ran")
+    return path
+
+
+def test_a_cancel_that_overtakes_its_request_is_answered_on_arrival(pools, tmp_path):
+    """The worker's main thread reads the lane only between requests, so the cancel of a
+    call sent ahead (waiting unread behind a running one) travels on gRPC, reaches the
+    worker first, and the call is answered cancelled when read, without running."""
+    pool = pools("tr-overtake", pool_size=1, pipeline_depth=4)
+    busy = pool.submit(time.sleep, 1.0)
+    marker = tmp_path / "ran"
+    waiting = pool.submit(_touch, str(marker))
+    time.sleep(0.2)  # both sent: the second waits in the worker's socket
+    assert pool.worker_records()[0].waiting, "the second call should be pipelined to the worker"
+    assert waiting.cancel()
+    busy.result(30)
+    assert pool.execute("echo", {"x": 1}) == {"x": 1}
+    assert not marker.exists(), "a cancelled call ran"
+    assert pool.worker_records()[0].load == 0
+
+
+def _blob_back(blob: bytes) -> bytes:
+    return blob[::-1]
+
+
+@pytest.mark.parametrize("profile", ["process", "thread"])
+def test_large_requests_and_replies_both_ways_at_once_never_deadlock(pools, profile):
+    """Big arguments sent ahead while the worker writes big results: the manager never
+    blocks on a write (what the socket does not take waits for the writer thread), so
+    neither side can wait for the other forever."""
+    opts = {"threads_per_worker": 2} if profile == "thread" else {}
+    pool = pools(f"tr-bothways-{profile}", pool_size=1, profile=profile, pipeline_depth=3, **opts)
+    blobs = [bytes([i]) * (6 * 2**20) for i in range(10)]
+    futures = [pool.submit(_blob_back, b) for b in blobs]
+    assert [f.result(120) for f in futures] == blobs  # palindromes: equal when reversed
+
+
 def test_core_suite_on_grpc():
     """Every core test again, with the gRPC Dispatch stream instead of the lane."""
     env = dict(os.environ, SNAKEPIT_TRANSPORT="grpc")

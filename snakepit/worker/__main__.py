@@ -516,7 +516,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         from .builtin import install_output_routing
         from ..protocol.framing import lane_path
         from .lane import LaneServer
-        from .server import RequestRunner, WorkerService, serve
+        from .runner import RequestRunner
+        from .server import WorkerService, serve
 
         preload_modules()
         module_name, _, class_name = args.adapter.partition(":")

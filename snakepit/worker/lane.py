@@ -2,17 +2,18 @@
 
 Data flow::
 
-    manager ──frames──► lane reader thread ("snakepit-lane")
-                           │  service.start_request / service.cancel
-                           ▼
-                RequestRunner (main thread, or N threads)
-                           │  the reply is written to the socket by the thread that made it
+    manager ──frames──► the free request thread (the main thread, or one of N)
+                           │  reads one request, runs it, writes its reply
     manager ◄──frames──────┘
+    manager ──Cancel (gRPC)──► the asyncio loop thread: flag + interrupt
 
-Compared with the gRPC Dispatch stream, a reply skips the asyncio loop and gRPC's threads:
-the command's own thread serializes it and writes it. The reader thread never writes (the
-replies to cancels it handles leave through a helper thread), so a full socket in one
-direction can never stop the other.
+Compared with the gRPC Dispatch stream, a request skips gRPC's threads and the asyncio
+loop, and no thread hands it to another: the thread that will run it reads it (one thread
+reads at a time; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
+with a request reads nothing: cancels arrive on gRPC, whose loop thread is always free.
+Nothing here waits for the manager to read, except a thread writing its reply: the
+manager's reader never blocks (its writes that do not fit wait in its backlog), so a full
+socket in one direction can never stop the other.
 
 The socket lives next to the worker's gRPC socket (``<socket>.lane``), owner-only, in the
 pool's 0700 directory. One manager connection at a time is served; others are closed at once.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 from typing import Any
@@ -48,7 +48,7 @@ class LaneServer:
         os.chmod(path, 0o600)
         self._listener.listen(2)
         self._closed = False
-        self._session: _LaneSession | None = None
+        self._session: LaneSession | None = None
         self._thread = threading.Thread(target=self._accept, name="snakepit-lane-accept", daemon=True)
         self._thread.start()
 
@@ -61,8 +61,8 @@ class LaneServer:
             if self._session is not None and not self._session.closed:
                 conn.close()  # one manager per worker: a second connection is refused
                 continue
-            self._session = _LaneSession(self.service, conn)
-            self._session.start()
+            self._session = LaneSession(self.service, conn)
+            self.service.runner.serve_lane(self._session)
 
     def close(self) -> None:
         self._closed = True
@@ -79,30 +79,48 @@ class LaneServer:
             pass
 
 
-class _LaneSession:
-    """One manager connection: a reader thread in, replies written by whoever made them."""
+class LaneSession:
+    """One manager connection: read by the request threads, written by whoever made a reply."""
 
     def __init__(self, service: WorkerService, sock: socket.socket) -> None:
         self.service = service
         self.sock = sock
+        self.read_lock = threading.Lock()  # the request thread reading now holds it
+        self._reader = framing.FrameReader(sock, service.max_message_bytes + 2**16, service.runner.wake_fd)
         self._write_lock = threading.Lock()
         self._closed = False
-        self._reader = threading.Thread(target=self._read, name="snakepit-lane", daemon=True)
-        self._deferred: queue.SimpleQueue[Any] | None = None
-
-    def start(self) -> None:
-        self._reader.start()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def send(self, reply: "pb.Reply | bulk.LargeReply | None") -> None:
-        """Write ``reply`` (from any thread but the reader's, which defers it)."""
-        if reply is None or self._closed:
+    def next_frame(self) -> bytes | bytearray | None:
+        """(read_lock held) The next request's bytes; None when woken for other work or closed."""
+        if self._closed:
+            return None
+        try:
+            return self._reader.next()
+        except Exception:  # noqa: BLE001 - a broken or untrusted lane is closed; gRPC still serves
+            log.debug("lane closed", exc_info=True)
+            self.close()
+            return None
+
+    def handle(self, frame: bytes | bytearray) -> None:
+        """Run the request in ``frame`` on this thread (a cancel: at once)."""
+        try:
+            req = pb.Request.FromString(frame)
+        except Exception:  # noqa: BLE001 - not our protocol: the lane is not trusted on
+            log.debug("lane closed: an unreadable message", exc_info=True)
+            self.close()
             return
-        if threading.current_thread() is self._reader:
-            self._defer(reply)
+        if req.cancel:
+            self.service.cancel(req.request_id)
+        else:
+            self.service.run_request(req, self.send)
+
+    def send(self, reply: "pb.Reply | bulk.LargeReply | None") -> None:
+        """Write ``reply`` (from any thread)."""
+        if reply is None or self._closed:
             return
         if type(reply) is bulk.LargeReply:  # its parts, made one at a time (protocol/bulk.py)
             for part in reply.messages():
@@ -119,44 +137,16 @@ class _LaneSession:
             except OSError:  # the manager went away; its calls are ended on its side
                 self._closed = True
 
-    def _defer(self, reply: Any) -> None:
-        if self._deferred is None:
-            self._deferred = queue.SimpleQueue()
-            threading.Thread(target=self._write_deferred, name="snakepit-lane-replies", daemon=True).start()
-        self._deferred.put(reply)
-
-    def _write_deferred(self) -> None:
-        assert self._deferred is not None
-        while True:
-            reply = self._deferred.get()
-            if reply is None:
-                return
-            self.send(reply)
-
-    def _read(self) -> None:
-        service = self.service
-        parse = pb.Request.FromString
-        send = self.send
-        try:
-            for frame in framing.read_frames(self.sock, service.max_message_bytes + 2**16):
-                req = parse(frame)
-                if req.cancel:
-                    service.cancel(req.request_id)
-                else:
-                    service.start_request(req, send, stream=req.stream)
-        except Exception:  # noqa: BLE001 - a broken or untrusted lane is closed; gRPC still serves
-            log.debug("lane closed", exc_info=True)
-        finally:
-            self.close()
-
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._deferred is not None:
-            self._deferred.put(None)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.sock.close()
+        self.service.runner.submit(self._release)  # a thread waiting on the lane looks again
+
+    def _release(self) -> None:
+        with self.read_lock:  # no request thread is reading it any more
+            self.sock.close()

@@ -11,6 +11,10 @@ Data flow inside a worker::
                                    ▼
     manager ◄──Dispatch stream── asyncio loop thread
 
+On the local lane (``worker/lane.py``, the default for local pools) the request threads
+read their requests themselves and write the replies; the loop then serves only Ping,
+Info, Cancel and Shutdown.
+
 Commands never run on the loop thread, so heartbeats (Ping) and Info are answered while
 a command computes. A process-profile command runs on the main thread, so that a cancel
 can interrupt it with SIGINT; a thread-profile command is interrupted with an
@@ -20,13 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import gc
 import inspect
 import logging
 import os
-import queue
-import signal
 import sys
 import threading
 import time
@@ -41,63 +42,11 @@ from ..protocol import worker_pb2 as pb
 from ..protocol import worker_pb2_grpc as pb_grpc
 from . import functions
 from .adapter import Adapter, Cancelled, RequestContext, _set_current
+from .runner import RequestRunner
 
 log = logging.getLogger("snakepit.worker")
 
 Send = Callable[[pb.Reply], None]
-
-
-class RequestRunner:
-    """Runs requests: on the main thread (capacity 1) or on a thread pool (capacity N)."""
-
-    def __init__(self, capacity: int, use_main_thread: bool) -> None:
-        self.capacity = capacity
-        self.use_main_thread = use_main_thread
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._pool = None if use_main_thread else ThreadPoolExecutor(capacity, thread_name_prefix="snakepit-request")
-        self._main_ident = threading.main_thread().ident
-
-    def submit(self, fn: Callable[[], None]) -> None:
-        if self._pool is None:
-            self._queue.put(fn)
-        else:
-            self._pool.submit(fn)
-
-    def run_main_loop(self, stop: threading.Event) -> None:
-        """Main-thread loop of the process profile (returns when ``stop`` is set)."""
-        while not stop.is_set():
-            try:
-                item = self._queue.get()
-                if item is None:
-                    break
-                item()
-            except BaseException:  # noqa: BLE001 - a stray interrupt must not end the loop
-                log.debug("interrupt outside a request ignored", exc_info=True)
-
-    def install_interrupt_handler(self, service: "WorkerService") -> None:
-        """SIGINT raises Cancelled in the main thread only when its request was cancelled."""
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            ctx = service.main_thread_request
-            if ctx is not None and ctx.cancelled and ctx.thread_ident is not None:
-                raise Cancelled()
-
-        signal.signal(signal.SIGINT, on_sigint)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def interrupt(self, ctx: RequestContext) -> None:
-        """Interrupt the thread running ``ctx`` (best effort; the flag is already set)."""
-        ident = ctx.thread_ident
-        if ident is None:
-            return
-        if ident == self._main_ident:
-            signal.pthread_kill(ident, signal.SIGINT)
-        else:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(Cancelled))
 
 
 class WorkerService(pb_grpc.WorkerServicer):
@@ -126,6 +75,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         # cancel answers them at once instead of after the request ahead of them (issue 7:
         # the manager may pipeline several requests to one worker).
         self._queued: dict[int, Send] = {}
+        # Cancels of requests not read yet (on the lane a cancel travels on gRPC and may
+        # overtake its request): answered the moment they arrive. Oldest dropped first.
+        self._cancelled_early: dict[int, None] = {}
+        self._highest_request_id = 0
         self._lock = threading.Lock()
         self._draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -134,19 +87,41 @@ class WorkerService(pb_grpc.WorkerServicer):
 
     # -- request execution (runs on the runner's threads) ---------------------------
     def start_request(self, req: pb.Request, send: Send, *, stream: bool) -> None:
-        deadline = time.monotonic() + req.timeout_s if req.timeout_s > 0 else None
-        ctx = RequestContext(req.request_id, req.command, req.session_id, deadline)
-        if stream:
-            ctx.emit = lambda value: send(self._chunk(req.request_id, value))
-        with self._lock:
-            self._in_flight[req.request_id] = ctx
-            self._queued[req.request_id] = send
-        self.runner.submit(lambda: self._run(req, ctx, send, stream))
+        """Queue ``req`` for the runner (the gRPC paths)."""
+        ctx = self._admit(req, send, queued=True)
+        if ctx is not None:
+            self.runner.submit(lambda: self._run(req, ctx, send, stream, queued=True))
 
-    def _run(self, req: pb.Request, ctx: RequestContext, send: Send, stream: bool) -> None:
+    def run_request(self, req: pb.Request, send: Send) -> None:
+        """Run ``req`` now, on this request thread (the lane's path)."""
+        ctx = self._admit(req, send, queued=False)
+        if ctx is not None:
+            self._run(req, ctx, send, req.stream, queued=False)
+
+    def _admit(self, req: pb.Request, send: Send, *, queued: bool) -> RequestContext | None:
+        rid = req.request_id
+        deadline = time.monotonic() + req.timeout_s if req.timeout_s > 0 else None
+        ctx = RequestContext(rid, req.command, req.session_id, deadline)
+        if req.stream:
+            ctx.emit = lambda value: send(self._chunk(rid, value))
         with self._lock:
-            if self._queued.pop(req.request_id, None) is None:
-                return  # cancelled before it started, and already answered
+            if rid > self._highest_request_id:
+                self._highest_request_id = rid
+            early = self._cancelled_early.pop(rid, 0) is None
+            if not early:
+                self._in_flight[rid] = ctx
+                if queued:
+                    self._queued[rid] = send
+        if early:
+            send(self._error(rid, codec.failure_from_exception(Cancelled(), codec.CANCELLED, tb="")))
+            return None
+        return ctx
+
+    def _run(self, req: pb.Request, ctx: RequestContext, send: Send, stream: bool, queued: bool) -> None:
+        if queued:
+            with self._lock:
+                if self._queued.pop(req.request_id, None) is None:
+                    return  # cancelled before it started, and already answered
         t0 = time.perf_counter_ns()
         while True:
             try:
@@ -247,6 +222,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._lock:
             ctx = self._in_flight.get(request_id)
             if ctx is None:
+                if request_id > self._highest_request_id:  # not read yet: answered on arrival
+                    self._cancelled_early[request_id] = None
+                    if len(self._cancelled_early) > 4096:
+                        del self._cancelled_early[next(iter(self._cancelled_early))]
                 return False
             ctx.cancel_event.set()
             send = self._queued.pop(request_id, None)
