@@ -3,7 +3,7 @@
 A :class:`LaneConnection` is a :class:`~snakepit.connection.WorkerConnection` whose
 request/reply stream runs over the worker's lane socket (``<socket>.lane``, owner-only)
 as length-prefixed ``Request``/``Reply`` messages (:mod:`snakepit.protocol.framing`);
-Ping, Info and Shutdown still use the gRPC channel. What it saves per round trip: the
+Ping, Info, Cancel and Shutdown still use the gRPC channel. What it saves per round trip: the
 request leaves from the caller's own thread (no hand-off to gRPC's request-iterator thread
 and C-core), and the reply is read by one thread of ours straight from the socket.
 

@@ -76,11 +76,6 @@ class FrameReader:
             self._poll.register(sock.fileno(), select.POLLIN)
             self._poll.register(wake_fd, select.POLLIN)
 
-    def buffered(self) -> bool:
-        """Whether a whole message is already here (``next()`` will not block)."""
-        have = self._end - self._start
-        return have >= HEADER.size and have - HEADER.size >= HEADER.unpack_from(self._buf, self._start)[0]
-
     def next(self) -> bytes | bytearray | None:
         size = HEADER.size
         buf, view = self._buf, self._view

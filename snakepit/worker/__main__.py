@@ -568,7 +568,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     _report(args.ready_fd, {"ok": True, "pid": os.getpid(), "port": server.port})
     if runner.use_main_thread:
-        runner.run_main_loop(server.stopped)
+        runner.run_main_loop()
     else:
         while not server.stopped.wait(1.0):
             pass

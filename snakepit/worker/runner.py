@@ -13,8 +13,8 @@ A request queued by ``submit`` while the threads wait on the lane wakes them thr
 """
 from __future__ import annotations
 
-import ctypes
 import collections
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +30,7 @@ LaneSession = WorkerService = Any
 
 log = logging.getLogger("snakepit.worker")
 
+
 class RequestRunner:
     """Runs requests: on the main thread (capacity 1) or on ``capacity`` threads."""
 
@@ -44,10 +45,9 @@ class RequestRunner:
         self._lane: LaneSession | None = None
         self._stopping = False
         self._main_ident = threading.main_thread().ident
-        self._threads = [] if use_main_thread else [
-            start_thread(threading.Thread(target=self._loop, name=f"snakepit-request-{i}", daemon=True))
-            for i in range(capacity)
-        ]
+        if not use_main_thread:
+            for i in range(capacity):
+                start_thread(threading.Thread(target=self._loop, name=f"snakepit-request-{i}", daemon=True))
 
     @property
     def wake_fd(self) -> int:
@@ -74,7 +74,7 @@ class RequestRunner:
             self._lane = lane
             self._changed.notify_all()
 
-    def run_main_loop(self, stop: threading.Event) -> None:
+    def run_main_loop(self) -> None:
         """Main-thread loop of the process profile (returns when the runner stops)."""
         self._loop()
 

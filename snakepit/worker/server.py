@@ -107,8 +107,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._lock:
             if rid > self._highest_request_id:
                 self._highest_request_id = rid
-            early = self._cancelled_early.pop(rid, 0) is None
-            if not early:
+            early = rid in self._cancelled_early
+            if early:
+                del self._cancelled_early[rid]
+            else:
                 self._in_flight[rid] = ctx
                 if queued:
                     self._queued[rid] = send
