@@ -148,6 +148,7 @@ class CompletionMixin:
             return
         fut = call.future
         assert fut is not None
+        fut._call = None  # the future outlives the call; no cycle left for the collector
         if fut.done():
             return
         try:

@@ -13,6 +13,7 @@ import collections
 import itertools
 import os
 import threading
+import weakref
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -58,6 +59,7 @@ class Pool(DispatchMixin, CompletionMixin, WorkerSetMixin, SizingMixin, MapMixin
         self._workers: dict[str, _Worker] = {}
         self._queue: collections.deque[_Call] = collections.deque()
         self._request_ids = itertools.count(1)
+        self._weak_self = weakref.ref(self)  # what each call holds (a call never keeps its pool alive)
         self._worker_seq = itertools.count(1)
         self._rr = 0
         self._closed = False

@@ -226,14 +226,15 @@ class DispatchMixin:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
         elif isinstance(args, Mapping):
-            payload = codec.dumps(dict(args), f"arguments of {command!r}", self.config.max_message_bytes)
+            payload = codec.dumps(args if type(args) is dict else dict(args), f"arguments of {command!r}",
+                                  self.config.max_message_bytes)
         else:
             raise TypeError(f"args must be a dict of keyword arguments for {command!r}, got {type(args).__name__}")
         if timeout is _DEFAULT:
             timeout = self.config.request_timeout
         else:
             timeout = normalize_timeout(timeout, "timeout")
-        call = _Call(self, next(self._request_ids), command, payload, session, stream, timeout)
+        call = _Call(self._weak_self, next(self._request_ids), command, payload, session, stream, timeout)
         if key is not None:
             call.key = key
         call.function = function
