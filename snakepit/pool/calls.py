@@ -1,6 +1,7 @@
 """One request's journey: its future, its record in the pool, and how a caller waits for it."""
 from __future__ import annotations
 
+import _thread
 import collections
 import queue
 import threading
@@ -16,44 +17,31 @@ _DEFAULT = object()  # "use the pool's default" (None means "no limit")
 STREAM_END = object()
 
 
-class _FutureCondition:
+class _FutureCondition(_thread.RLock):
     """What a future asks of :class:`threading.Condition`, at a fraction of its cost.
 
     ``threading.Condition()`` builds an RLock, a deque and five bound methods per instance:
     a burst of 20k submits spent a quarter of its time there and in the garbage collector
-    walking them (docs/performance.md, "Lighter futures"). Same semantics (a reentrant lock
-    underneath, waiters woken first come, first served); the methods live on the class and
-    the waiters' deque is made by the first ``wait``.
+    walking them (docs/performance.md, "Lighter futures"). This is the reentrant lock itself
+    (``acquire``, ``release`` and ``with`` stay in C) plus ``wait``/``notify`` with the same
+    semantics as ``threading.Condition``'s (waiters woken first come, first served); the
+    waiters' deque is made by the first ``wait``.
     """
 
-    __slots__ = ("_lock", "_waiters")
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
         self._waiters: collections.deque | None = None
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self._lock.acquire()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._lock.release()
-
     def wait(self, timeout: float | None = None) -> bool:
-        lock = self._lock
-        if not lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = threading.Lock()
         waiter.acquire()
         if self._waiters is None:
             self._waiters = collections.deque()
         self._waiters.append(waiter)
-        saved = lock._release_save()  # type: ignore[attr-defined]
+        saved = self._release_save()  # type: ignore[attr-defined]
         woken = False
         try:
             if timeout is None:
@@ -64,7 +52,7 @@ class _FutureCondition:
                 woken = waiter.acquire(False)
             return woken
         finally:
-            lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            self._acquire_restore(saved)  # type: ignore[attr-defined]
             if not woken:
                 try:
                     self._waiters.remove(waiter)
@@ -83,7 +71,7 @@ class _FutureCondition:
         return result
 
     def notify(self, n: int = 1) -> None:
-        if not self._lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot notify on un-acquired lock")
         waiters = self._waiters
         while waiters and n > 0:

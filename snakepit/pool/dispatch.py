@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from concurrent.futures._base import CANCELLED, PENDING
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import telemetry
 from ..connection import WorkerConnection
@@ -225,7 +226,7 @@ class DispatchMixin:
                   function: tuple[bytes, bytes] | None = None) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
-        elif isinstance(args, Mapping):
+        elif type(args) is dict or isinstance(args, Mapping):
             payload = codec.dumps(args if type(args) is dict else dict(args), f"arguments of {command!r}",
                                   self.config.max_message_bytes)
         else:
