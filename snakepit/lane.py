@@ -44,6 +44,9 @@ class LaneConnection(WorkerConnection):
         self._backlog: collections.deque[memoryview] = collections.deque()
         self._writer_busy = False
         self._writer: threading.Thread | None = None
+        # While the reader works through replies that came together, the requests they set
+        # off (queued calls sent as slots free) wait here and leave in one write at the end.
+        self._corked: list[bytes] | None = None
         self._sock: socket.socket | None = None
         self._cancels: set[Any] = set()
         super().__init__(target, max_message_bytes=max_message_bytes, **kwargs)
@@ -68,35 +71,49 @@ class LaneConnection(WorkerConnection):
         like a lost one.
         """
         data = framing.frame(request.SerializeToString())
-        sock = self._sock
-        assert sock is not None
         with self._write_lock:
             if self._closed:
                 return
-            if self._writer_busy:
-                self._backlog.append(memoryview(data))
+            if self._corked is not None:
+                self._corked.append(data)
                 return
-            try:
-                if threading.current_thread() is threading.main_thread():
-                    with signals_blocked():
-                        sent = sock.send(data, socket.MSG_DONTWAIT)
-                else:
+            self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        """(write lock held) Send ``data`` without blocking; what the socket does not take
+        goes, in order, to the writer thread."""
+        sock = self._sock
+        assert sock is not None
+        if self._writer_busy:
+            self._backlog.append(memoryview(data))
+            return
+        try:
+            if threading.current_thread() is threading.main_thread():
+                with signals_blocked():
                     sent = sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return  # the reader sees the broken lane and reports it once
-            except BaseException:
-                self._shut()
-                raise
-            if sent < len(data):
-                self._backlog.append(memoryview(data)[sent:])
-                self._writer_busy = True
-                if self._writer is None:
-                    self._writer = start_thread(threading.Thread(
-                        target=self._write_backlog, name=f"{self._reader.name}-writer", daemon=True))
-                else:
-                    self._write_lock.notify()
+            else:
+                sent = sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the reader sees the broken lane and reports it once
+        except BaseException:
+            self._shut()
+            raise
+        if sent < len(data):
+            self._backlog.append(memoryview(data)[sent:])
+            self._writer_busy = True
+            if self._writer is None:
+                self._writer = start_thread(threading.Thread(
+                    target=self._write_backlog, name=f"{self._reader.name}-writer", daemon=True))
+            else:
+                self._write_lock.notify()
+
+    def _uncork(self) -> None:
+        with self._write_lock:
+            corked, self._corked = self._corked, None
+            if corked and not self._closed:
+                self._write_now(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def _write_backlog(self) -> None:
         sock = self._sock
@@ -144,7 +161,16 @@ class LaneConnection(WorkerConnection):
         reader = framing.FrameReader(self._sock, self._max_frame)  # type: ignore[arg-type]
         try:
             while True:
-                on_reply(parse(reader.next()))
+                data = reader.next()
+                if reader.has_frame():
+                    if self._corked is None:
+                        with self._write_lock:
+                            self._corked = []
+                    on_reply(parse(data))
+                    continue
+                on_reply(parse(data))
+                if self._corked is not None:
+                    self._uncork()
         except EOFError:
             error = ConnectionResetError("the worker closed its lane")
         except BaseException as exc:  # noqa: BLE001

@@ -164,3 +164,29 @@ def test_the_manager_reuses_pickled_bytes_only_while_nothing_captured_changed(po
     state["n"] = 41
     assert pool.submit(uses_dict, 1).result(10) == 42
     assert pool.submit(add, 1).result(10) == 2
+
+    def counter():
+        n = 0
+
+        def bump(x: int = 1, *, by: int = 1) -> int:
+            return x + n + by
+
+        def set_n(value):
+            nonlocal n
+            n = value
+        return bump, set_n
+
+    bump, set_n = counter()
+    cached = functions.by_value(bump)
+    assert functions.by_value(bump) is cached
+    set_n(100)  # a closure cell rebound
+    assert functions.by_value(bump) is not cached
+    assert pool.submit(bump).result(10) == 102
+    for change in (lambda: setattr(bump, "__defaults__", (5,)),
+                   lambda: bump.__kwdefaults__.__setitem__("by", 3),  # the same dict, changed in place
+                   lambda: bump.__annotations__.__setitem__("x", float)):
+        cached = functions.by_value(bump)
+        assert functions.by_value(bump) is cached
+        change()
+        assert functions.by_value(bump) is not cached
+    assert pool.submit(bump).result(10) == 108

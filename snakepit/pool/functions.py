@@ -21,6 +21,8 @@ submodules too.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 import sys
 import types
 import weakref
@@ -65,17 +67,22 @@ _cp = getattr(cloudpickle, "cloudpickle", None)
 _extract = getattr(_cp, "_extract_code_globals", None)  # the names cloudpickle captures
 _entries: "weakref.WeakKeyDictionary[Any, tuple[int, tuple, tuple[bytes, bytes]]]" = weakref.WeakKeyDictionary()
 _MISSING = object()
+_SEP = object()  # between keyword defaults and annotations in _attrs
+_flat = itertools.chain.from_iterable
 _MAX_DEPTH = 4
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis))
 _BASE_GLOBALS = ("__package__", "__name__", "__path__", "__file__")  # cloudpickle keeps these too
 
 
 def _attrs(fn: types.FunctionType) -> tuple:
-    """The attributes cloudpickle keeps; keyword defaults and annotations flattened to
-    ``(key, value, key, value, …)`` so that they compare by identity."""
+    """The attributes cloudpickle keeps, flat so that they compare by identity in one pass:
+    ``(name, qualname, module, doc, defaults, k, v, k, v, …, _SEP, k, v, …)`` with the
+    keyword defaults before ``_SEP`` and the annotations after it."""
+    kwdefaults = fn.__kwdefaults__
+    annotations = fn.__annotations__
     return (fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__, fn.__defaults__,
-            tuple(x for kv in (fn.__kwdefaults__ or {}).items() for x in kv),
-            tuple(x for kv in fn.__annotations__.items() for x in kv))
+            *(_flat(kwdefaults.items()) if kwdefaults else ()), _SEP,
+            *(_flat(annotations.items()) if annotations else ()))
 
 
 def _frozen(value: Any, depth: int, seen: set[int], nested: list) -> bool:
@@ -108,7 +115,7 @@ def _snapshot(fn: types.FunctionType, depth: int, seen: set[int]) -> tuple | Non
     seen.add(id(fn))
     nested: list = []
     attrs = _attrs(fn)
-    if not all(_frozen(v, depth, seen, nested) for v in (attrs[4],) + attrs[5] + attrs[6]):
+    if not all(v is _SEP or _frozen(v, depth, seen, nested) for v in attrs[4:]):
         return None
     g = fn.__globals__
     names = tuple(_extract(fn.__code__)) + _BASE_GLOBALS
@@ -129,23 +136,27 @@ def _cell(cell: Any) -> Any:
 
 
 def _same(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return len(a) == len(b) and all(map(operator.is_, a, b))
 
 
 def _unchanged(fn: types.FunctionType, snap: tuple, depth: int) -> bool:
+    """Is everything :func:`_snapshot` saw still the same object? (At every cached call:
+    the comparisons run in C, ~1 µs for a small function.)"""
     code, attrs, names, values, cells, nested = snap
     if fn.__code__ is not code or fn.__dict__:
         return False
-    now = _attrs(fn)
-    if not (_same(now[:5], attrs[:5]) and _same(now[5], attrs[5]) and _same(now[6], attrs[6])):
+    if not _same(_attrs(fn), attrs):
         return False
-    g = fn.__globals__
-    for name, value in zip(names, values):
-        if g.get(name, _MISSING) is not value:
+    get = fn.__globals__.get
+    if not all(map(operator.is_, map(get, names, itertools.repeat(_MISSING)), values)):
+        return False
+    closure = fn.__closure__
+    if closure is None:
+        if cells:
             return False
-    if not _same(tuple(_cell(c) for c in fn.__closure__ or ()), cells):
+    elif not _same(tuple(map(_cell, closure)), cells):
         return False
-    return all(_unchanged(sub_fn, sub, depth + 1) for sub_fn, sub in nested)
+    return not nested or all(_unchanged(sub_fn, sub, depth + 1) for sub_fn, sub in nested)
 
 
 def attach(request: Any, function: tuple[bytes, bytes], sent: set[bytes], force: bool = False) -> bool:

@@ -107,6 +107,14 @@ class FrameReader:
                 raise EOFError("the peer closed the lane")
             self._end += got
 
+    def has_frame(self) -> bool:
+        """Is a whole message already buffered (the next :meth:`next` needs no system call)?"""
+        have = self._end - self._start
+        if have < HEADER.size:
+            return False
+        (n,) = HEADER.unpack_from(self._buf, self._start)
+        return have - HEADER.size >= n
+
     def _recv(self) -> int | None:
         free = self._view[self._end:]
         if self._poll is None:

@@ -229,7 +229,7 @@ class WorkerService(pb_grpc.WorkerServicer):
                     if len(self._cancelled_early) > 4096:
                         del self._cancelled_early[next(iter(self._cancelled_early))]
                 return False
-            ctx.cancel_event.set()
+            ctx.cancel()
             send = self._queued.pop(request_id, None)
             if send is not None:
                 self._in_flight.pop(request_id, None)
