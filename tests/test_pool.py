@@ -276,6 +276,21 @@ def test_closing_a_map_early_cancels_the_chunks_not_yet_run(wait_until):
         p.stop()
 
 
+def test_closing_or_dropping_a_map_before_reading_it_cancels_its_chunks(wait_until):
+    p = snakepit.start_pool("t-map-unread", pool_size=1, queue_timeout=None)
+    try:
+        import time as _time
+
+        p.map(_time.sleep, [0.2] * 50, chunksize=1).close()  # closed before the first next()
+        results = p.map(_time.sleep, [0.2] * 50, chunksize=1)
+        del results  # dropped unread
+        assert wait_until(lambda: p.list_workers()[0].load == 0 and p.queue_depth() == 0, 5)
+        assert p.statistics()["completed"] <= 8
+        assert list(p.map(abs, [-1, -2])) == [1, 2]
+    finally:
+        p.stop()
+
+
 def test_map_of_many_short_items_is_pipelined_and_in_order():
     p = snakepit.start_pool("t-map-many", pool_size=2, queue_timeout=None)
     try:

@@ -4,6 +4,7 @@ A mixin of :class:`snakepit.pool.Pool`, and the :class:`_MapFeeder` behind it.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -90,21 +91,45 @@ class MapMixin:
             tracker.close()
             raise
 
-        def results() -> Iterator[Any]:
+        def stop() -> None:
+            feeder.close()
+            tracker.close()
+
+        def chunk_results() -> Iterator[list]:
             try:
                 for fut in feeder.futures:
                     try:
-                        chunk = _wait_chunk(fut, end, tracker)
+                        yield _wait_chunk(fut, end, tracker)
                     except FutureTimeoutError:
                         if fut.done():  # the request itself timed out (queue/request timeout)
                             raise
                         raise TimeoutError(f"map() did not finish within {timeout}s") from None
-                    yield from chunk
             finally:
-                feeder.close()
-                tracker.close()
+                stop()
 
-        return results()
+        results = MapResults.from_iterable(chunk_results())
+        results._stop = stop
+        return results
+
+
+class MapResults(itertools.chain):
+    """What ``map`` returns: an iterator over the results, in order, and ``close()``.
+
+    The items of each chunk come out at C speed (a chain over the chunks, not a generator
+    step per item: a fifth of a 20k-item map's time). ``close()``, or dropping the iterator,
+    stops the map: chunks not yet run are cancelled.
+    """
+
+    __slots__ = ("_stop",)
+
+    def close(self) -> None:
+        """Stop the map: cancel every chunk that has not finished."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _wait_chunk(fut: Any, end: float | None, tracker: Any) -> list:
