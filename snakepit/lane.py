@@ -24,6 +24,7 @@ from .signals import signals_blocked, start_thread
 from .protocol import worker_pb2 as pb
 
 log = logging.getLogger("snakepit.connection")
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class LaneConnection(WorkerConnection):
@@ -88,7 +89,7 @@ class LaneConnection(WorkerConnection):
             self._backlog.append(memoryview(data))
             return
         try:
-            if threading.current_thread() is threading.main_thread():
+            if threading.get_ident() == _MAIN_THREAD:
                 with signals_blocked():
                     sent = sock.send(data, socket.MSG_DONTWAIT)
             else:

@@ -11,10 +11,8 @@ Child processes inherit the mask too: the worker entry point unblocks them first
 """
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-from typing import Iterator
 
 __all__ = ["MAIN_THREAD_SIGNALS", "signals_blocked", "start_thread", "unblock_main_thread_signals"]
 
@@ -27,17 +25,20 @@ except ImportError:  # pragma: no cover - not CPython, or no pthread_sigmask
 _SIGNAL_NUMBERS = frozenset(int(s) for s in MAIN_THREAD_SIGNALS)
 
 
-@contextlib.contextmanager
-def signals_blocked() -> Iterator[None]:
-    """Block :data:`MAIN_THREAD_SIGNALS` in this thread for the block (threads started inside inherit it)."""
-    if _sigmask is None:
-        yield
-        return
-    old = _sigmask(signal.SIG_BLOCK, _SIGNAL_NUMBERS)
-    try:
-        yield
-    finally:
-        _sigmask(signal.SIG_SETMASK, old)
+class signals_blocked:  # noqa: N801 - used like a function: ``with signals_blocked():``
+    """Block :data:`MAIN_THREAD_SIGNALS` in this thread for the block (threads started inside inherit it).
+
+    A class rather than a generator: the lane enters it for every write from the main thread.
+    """
+
+    __slots__ = ("_old",)
+
+    def __enter__(self) -> None:
+        self._old = _sigmask(signal.SIG_BLOCK, _SIGNAL_NUMBERS) if _sigmask is not None else None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._old is not None:
+            _sigmask(signal.SIG_SETMASK, self._old)
 
 
 def start_thread(thread: threading.Thread) -> threading.Thread:

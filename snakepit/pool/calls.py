@@ -83,7 +83,8 @@ class _FutureCondition(_thread.RLock):
             n -= 1
 
     def notify_all(self) -> None:
-        self.notify(len(self._waiters) if self._waiters else 0)
+        if self._waiters:  # (usually nobody waits yet when a result comes)
+            self.notify(len(self._waiters))
 
 
 class SnakepitFuture(Future):
@@ -178,15 +179,16 @@ class _Call:
             pool._cancel_running(self, reason)
 
     def to_request(self) -> pb.Request:
-        return pb.Request(
-            request_id=self.request_id,
-            command=self.command,
-            payload=self.payload,
-            session_id=self.session.session_id if self.session else "",
-            timeout_s=(max(0.0, self.deadline - time.monotonic()) if self.deadline
-                       else (self.timeout or 0.0)),
-            stream=self.stream,
-        )
+        request = pb.Request(request_id=self.request_id, command=self.command, payload=self.payload)
+        if self.session is not None:
+            request.session_id = self.session.session_id
+        if self.deadline:
+            request.timeout_s = max(0.0, self.deadline - time.monotonic())
+        elif self.timeout:
+            request.timeout_s = self.timeout
+        if self.stream:
+            request.stream = True
+        return request
 
 
 

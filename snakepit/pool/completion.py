@@ -17,6 +17,7 @@ from .calls import STREAM_END, _Call, _Failure
 from .records import RECYCLING, _Worker
 
 log = logging.getLogger("snakepit.pool")
+_RESULT, _PART, _CHUNK, _ERROR = pb.Reply.RESULT, pb.Reply.PART, pb.Reply.CHUNK, pb.Reply.ERROR
 
 
 class CompletionMixin:
@@ -28,35 +29,35 @@ class CompletionMixin:
         if call is None:
             return
         kind = reply.kind
-        if kind == pb.Reply.PART:
+        error: BaseException | None = None
+        value: Any = None
+        if kind == _RESULT:
+            try:
+                if reply.in_parts:
+                    value = self._assembled(call)
+                else:
+                    value = codec.loads(reply.payload, "result of", call.command)
+            except SerializationError as exc:
+                error = exc
+        elif kind == _PART:
             self._on_part(call, reply)
             return
-        if kind == pb.Reply.CHUNK:
+        elif kind == _CHUNK:
             if call.chunks is not None:
                 try:
                     call.chunks.put(codec.loads(reply.payload, "stream item"))
                 except SerializationError as exc:
                     call.chunks.put(_Failure(exc))
             return
-        if kind == pb.Reply.ERROR and reply.error.code == codec.UNKNOWN_FUNCTION and self._resend_function(worker, call):
-            return
-        success = kind != pb.Reply.ERROR
-        error: BaseException | None = None
-        value: Any = None
-        if kind == pb.Reply.ERROR:
-            if reply.error.code == codec.CANCELLED:
+        elif kind == _ERROR:
+            code = reply.error.code
+            if code == codec.UNKNOWN_FUNCTION and self._resend_function(worker, call):
+                return
+            if code == codec.CANCELLED:
                 error = RequestCancelledError(call.command, worker.worker_id)
             else:
                 error = codec.error_from_failure(reply.error, worker_id=worker.worker_id, command=call.command)
-        elif kind == pb.Reply.RESULT:
-            try:
-                if reply.in_parts:
-                    value = self._assembled(call)
-                else:
-                    value = codec.loads(reply.payload, f"result of {call.command!r}")
-            except SerializationError as exc:
-                error, success = exc, False
-        self._finish(worker, call, value, error, success, reply.duration_us)
+        self._finish(worker, call, value, error, error is None, reply.duration_us)
 
     @staticmethod
     def _resend_function(worker: _Worker, call: _Call) -> bool:
@@ -127,11 +128,12 @@ class CompletionMixin:
         if call.request_timer is not None:
             call.request_timer.cancel()
         self._complete(call, value, error)
-        telemetry.execute(
-            telemetry.REQUEST_EXECUTED,
-            {"duration_us": duration_us},
-            {"pool": self.name, "worker_id": worker.worker_id, "command": call.command, "success": success},
-        )
+        if telemetry.has_handlers(telemetry.REQUEST_EXECUTED):
+            telemetry.execute(
+                telemetry.REQUEST_EXECUTED,
+                {"duration_us": duration_us},
+                {"pool": self.name, "worker_id": worker.worker_id, "command": call.command, "success": success},
+            )
         self._send_all(dispatch)
         if newly_recycling:
             self._grow_to_target()

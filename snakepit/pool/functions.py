@@ -42,9 +42,13 @@ def by_value(fn: Callable[..., Any]) -> tuple[bytes, bytes] | None:
     is_function = type(fn) is types.FunctionType
     if is_function:
         entry = _entries.get(fn)
+        if entry is _IMPORTABLE:
+            return None  # (were it rebound in its module since, the arguments carry it by value)
         if entry is not None and entry[0] == len(sys.modules) and _unchanged(fn, entry[1], 0):
             return entry[2]
     if codec._fast_dumps(fn) is not None:
+        if is_function:
+            _remember(fn, _IMPORTABLE)
         return None
     snapshot = _snapshot(fn, 0, set()) if is_function and _extract is not None else None
     try:
@@ -53,13 +57,17 @@ def by_value(fn: Callable[..., Any]) -> tuple[bytes, bytes] | None:
         raise SerializationError(f"the function cannot be pickled: {type(exc).__name__}: {exc}") from exc
     result = hashlib.blake2b(data, digest_size=16).digest(), data
     if snapshot is not None:
-        if len(_entries) >= MAX_TRACKED:  # a recursive function's entry holds itself: bound them
-            _entries.clear()
-        try:
-            _entries[fn] = (len(sys.modules), snapshot, result)
-        except TypeError:  # not weak-referenceable
-            pass
+        _remember(fn, (len(sys.modules), snapshot, result))
     return result
+
+
+def _remember(fn: Callable[..., Any], entry: Any) -> None:
+    if len(_entries) >= MAX_TRACKED:  # a recursive function's entry holds itself: bound them
+        _entries.clear()
+    try:
+        _entries[fn] = entry
+    except TypeError:  # not weak-referenceable
+        pass
 
 
 # -- the manager's cache of pickled bytes, valid while nothing captured changed ------------
@@ -67,6 +75,7 @@ _cp = getattr(cloudpickle, "cloudpickle", None)
 _extract = getattr(_cp, "_extract_code_globals", None)  # the names cloudpickle captures
 _entries: "weakref.WeakKeyDictionary[Any, tuple[int, tuple, tuple[bytes, bytes]]]" = weakref.WeakKeyDictionary()
 _MISSING = object()
+_IMPORTABLE = ("importable",)  # the entry of a function that travels by reference
 _SEP = object()  # between keyword defaults and annotations in _attrs
 _flat = itertools.chain.from_iterable
 _MAX_DEPTH = 4

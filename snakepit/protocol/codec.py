@@ -91,13 +91,16 @@ def dumps(value: Any, what: str, limit: int | None = None) -> bytes:
     return data
 
 
-def loads(data: bytes, what: str) -> Any:
-    """Unpickle ``data`` (empty bytes mean ``None``)."""
+def loads(data: bytes, what: str, command: str | None = None) -> Any:
+    """Unpickle ``data`` (empty bytes mean ``None``); an error names ``what`` (and ``command``:
+    ``loads(data, "result of", "call")`` says "result of 'call'", the string made only then)."""
     if not data:
         return None
     try:
         return pickle.loads(data)
     except Exception as exc:
+        if command is not None:
+            what = f"{what} {command!r}"
         raise SerializationError(f"{what} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
 
 

@@ -152,7 +152,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             )
             return self._error(rid, codec.failure_from_exception(exc, codec.UNKNOWN_COMMAND, tb=""))
         try:
-            kwargs = codec.loads(req.payload, f"arguments of {req.command!r}") or {}
+            kwargs = codec.loads(req.payload, "arguments of", req.command) or {}
         except Exception as exc:
             return self._error(rid, codec.failure_from_exception(exc, codec.SERIALIZATION, tb=""))
         if not isinstance(kwargs, dict):
