@@ -6,7 +6,7 @@ its lock (as marked), and sends outside it.
 from __future__ import annotations
 
 import time
-from concurrent.futures._base import CANCELLED, PENDING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +18,11 @@ from . import functions
 from .calls import _DEFAULT, _Call
 from .timers import normalize_timeout
 from .records import RECYCLING, SCALED_DOWN, UNHEALTHY, _Worker
+
+
+# Future.cancelled() without taking the future's lock: a cancel racing with the check is
+# handled like any cancel of a queued or waiting call (Pool._drop_queued).
+_CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 
 
 class DispatchMixin:
@@ -260,7 +265,9 @@ class DispatchMixin:
                 saturated = (len(self._queue) + self._pipelined, self._available_count(), self._busy_count())
             else:
                 self.counters["queued"] += 1
-                worker = self._pick_pipeline_worker(call)
+                # Behind queued calls it queues too (first come, first served; whoever frees a
+                # slot takes from the queue and pipelines ahead).
+                worker = None if self._queue else self._pick_pipeline_worker(call)
                 if worker is not None:
                     self._enqueue_on_worker(call, worker)
                 else:
@@ -297,7 +304,7 @@ class DispatchMixin:
         kept: list[_Call] = []
         while self._queue and worker.load < worker.capacity:
             call = self._queue.popleft()
-            if call.done or (call.future is not None and call.future.cancelled()):
+            if call.done or (call.future is not None and call.future._state in _CANCELLED_STATES):
                 continue
             session = call.session
             if session is not None and session.worker_id is not None and session.worker_id != worker.worker_id:
@@ -314,7 +321,7 @@ class DispatchMixin:
         # Every slot taken: send more ahead while the head of the queue may be pipelined.
         while self._queue and worker.load >= worker.capacity:
             call = self._queue[0]
-            if call.done or (call.future is not None and call.future.cancelled()):
+            if call.done or (call.future is not None and call.future._state in _CANCELLED_STATES):
                 self._queue.popleft()
                 continue
             if not self._may_pipeline_to(worker, self._pipeline_limit(call)):
