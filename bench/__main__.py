@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--out DIR] [--peers a,b] [--groups g,h]``.
+"""``python -m bench [--quick] [--out DIR] [--peers a,b] [--groups g,h] [--load N]``.
 
 Runs every (peer, group) job of the plan in its own subprocess (``python -m bench.child``),
 checks that each left no process behind, and writes ``<out>/<stamp>.json``,
@@ -195,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="snakepit's worker start method in this run (PoolConfig.start_method)")
     ap.add_argument("--pipeline-depth", type=int, default=0,
                     help="PoolConfig.pipeline_depth of the snakepit pools (default: unset, i.e. the pool's automatic pipelining)")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="run N busy-looping processes beside the run (the box loaded, as by another user)")
     args = ap.parse_args(argv)
+    if args.load < 0:
+        ap.error("--load must be 0 or more")
     _byte_compile()
     params = dict(QUICK if args.quick else FULL)
     peers = [p for p in args.peers.split(",") if p] or ALL_PEERS
@@ -208,17 +212,24 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(args.quick, params)
     meta["start_method"] = args.start_method
     meta["pipeline_depth"] = args.pipeline_depth
+    meta["load"] = args.load
     jobs = []
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        for peer, group, extra in plan(peers, groups):
-            print(f"[{time.perf_counter() - t0:6.1f}s] {peer:22s} {group:8s} ...", end=" ", flush=True)
-            res = run_job(peer, group, {**params, **extra}, timeout, workdir,
-                          "" if args.start_method == "default" else args.start_method, args.pipeline_depth)
-            status = "ok" if res.get("ok") else f"FAILED ({res.get('error')})"
-            clean = "" if res["cleanup_ok"] else f" LEFTOVER {res['leftover_pids']}"
-            print(f"{res['wall_s']:.1f}s {status}{clean}", flush=True)
-            jobs.append(res)
+    loaders = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+            for peer, group, extra in plan(peers, groups):
+                print(f"[{time.perf_counter() - t0:6.1f}s] {peer:22s} {group:8s} ...", end=" ", flush=True)
+                res = run_job(peer, group, {**params, **extra}, timeout, workdir,
+                              "" if args.start_method == "default" else args.start_method, args.pipeline_depth)
+                status = "ok" if res.get("ok") else f"FAILED ({res.get('error')})"
+                clean = "" if res["cleanup_ok"] else f" LEFTOVER {res['leftover_pids']}"
+                print(f"{res['wall_s']:.1f}s {status}{clean}", flush=True)
+                jobs.append(res)
+    finally:
+        for loader in loaders:
+            loader.kill()
+            loader.wait()
     meta["total_s"] = time.perf_counter() - t0
     doc = {"meta": meta, "jobs": jobs}
     doc["summary"] = report.summarize(jobs)

@@ -176,7 +176,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"{meta['date']} · {meta['machine']} · Python {meta['python']} · commit {meta.get('commit') or '?'}"
         f" · snakepit start_method={meta.get('start_method')}, pipeline_depth={meta.get('pipeline_depth') or 'automatic'}"
-        f" · run took {meta.get('total_s', 0):.0f} s",
+        f" · run took {meta.get('total_s', 0):.0f} s"
+        + (f" · loaded: {meta['load']} busy process(es) beside the run" if meta.get("load") else ""),
         "",
         "Each cell: value (ratio to ProcessPoolExecutor). Times: lower is better; tasks/s: higher "
         "is better. Shared, noisy 2-core box: read the ratios, not the absolute numbers.",
