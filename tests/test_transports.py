@@ -6,6 +6,7 @@ again with ``SNAKEPIT_TRANSPORT=grpc``, so every feature is proven on each lane.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import stat
@@ -160,6 +161,41 @@ def test_frames_many_small_one_large_in_order():
     a.close()
     b.close()
     assert got == messages
+
+
+def test_frames_that_straddle_the_read_buffer_arrive_whole_and_has_frame_tells_what_is_buffered():
+    a, b = _pair()
+    rng = random.Random(16)
+    messages = [os.urandom(rng.randrange(1, 200_000)) for _ in range(60)]
+    payload = b"".join(framing.frame(m) for m in messages)
+
+    def write() -> None:
+        a.sendall(payload)  # one stream: messages cross the reader's 256 KiB buffer end
+        a.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=write)
+    t.start()
+    reader = framing.FrameReader(b, 8 * 2**20)
+    got = []
+    with pytest.raises(EOFError):
+        while True:
+            got.append(bytes(reader.next()))
+    t.join(60)
+    a.close()
+    b.close()
+    assert got == messages
+    a, b = _pair()
+    a.sendall(framing.frame(b"x") + framing.frame(b"y") + framing.HEADER.pack(5) + b"ab")
+    reader = framing.FrameReader(b, 1000)
+    assert not reader.has_frame()  # nothing read yet
+    assert bytes(reader.next()) == b"x"
+    assert reader.has_frame()  # "y" came with it
+    assert bytes(reader.next()) == b"y"
+    assert not reader.has_frame()  # a message begun, not whole
+    a.sendall(b"cde")
+    assert bytes(reader.next()) == b"abcde"
+    a.close()
+    b.close()
 
 
 def test_frame_over_the_limit_or_cut_short_is_an_error():
