@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import inspect
+import types
 import logging
 import os
 import sys
@@ -172,7 +172,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         try:
             try:
                 value = method(**kwargs)
-                if inspect.isgenerator(value):
+                if isinstance(value, types.GeneratorType):  # inspect.isgenerator, without its call
                     if not stream:
                         value.close()
                         raise TypeError(
