@@ -170,8 +170,7 @@ def test_pipelined_requests_can_be_cancelled_and_time_out_in_the_queue(wait_unti
         waiting = [pool.submit_command("echo", {"i": i}) for i in range(4)]
         assert pool.list_workers()[0].pipelined == 4
         assert waiting[0].cancel() and waiting[0].cancelled()
-        # On the lane the worker answers a withdrawn call when it reads it (behind the
-        # running one, without running it); on gRPC its loop answers at once.
+        assert pool.list_workers()[0].pipelined == 3  # withdrawn at once, on either transport
         for f in waiting[1:]:
             with pytest.raises(QueueTimeoutError):
                 f.result(5)

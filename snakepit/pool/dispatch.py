@@ -170,8 +170,8 @@ class DispatchMixin:
             call.waiting = False
             worker.load += 1
             self._mark_started(call)
-            # A call cancelled or timed out while waiting is being withdrawn in the worker: it
-            # holds the slot until that answer; its future only learns it was cancelled.
+            # A future cancelled an instant ago, its withdrawal not made yet (Pool._drop_queued
+            # finds the call started and cancels it on the worker): it only learns so here.
             if call.future is not None and call.future._state in (PENDING, CANCELLED):
                 call.future.set_running_or_notify_cancel()
             started.append(call)
@@ -331,29 +331,42 @@ class DispatchMixin:
             out.append(call)
         return out
 
-    @staticmethod
-    def _withdraw(call: _Call) -> WorkerConnection | None:
-        """(lock held) A pipelined call leaves the queue: the connection to send its cancel on.
-        The worker answers the cancel of a request it has not started at once, and that reply
-        ends the call (its slot bookkeeping included)."""
+    def _withdraw(self, call: _Call) -> WorkerConnection | None:
+        """(lock held) A pipelined call leaves its worker's queue now; returns the connection
+        to send its cancel on. The worker answers that request without running it (at once on
+        gRPC, when it reads it on the lane); the pool no longer knows the request id and lets
+        the answer go by."""
         call.cancel_sent = True
         worker = call.worker
-        return worker.conn if worker is not None else None
+        if worker is None:
+            return None
+        self._unwait(call)
+        worker.in_flight.pop(call.request_id, None)
+        return worker.conn
 
     def _drop_queued(self, call: _Call) -> None:
+        """A queued or waiting call whose caller gave up (its future cancelled, its stream closed)."""
+        conn = None
+        started = False
         with self._lock:
             try:
                 self._queue.remove(call)
             except ValueError:
-                if not call.waiting:
-                    return  # already dispatched (or finished)
-                conn = self._withdraw(call)
-                self.counters["cancelled"] += 1
+                if call.done:
+                    return
+                if call.waiting:
+                    conn = self._withdraw(call)
+                    self.counters["cancelled"] += 1
+                elif call.worker is not None:
+                    started = True  # its turn came between the future's cancel and this
+                else:
+                    return
             else:
-                conn = None
                 call.done = True
         if call.queue_timer is not None:
             call.queue_timer.cancel()
         if conn is not None:
             conn.cancel(call.request_id)
+        if started:
+            self._cancel_running(call, "cancelled by the caller")
 
