@@ -13,8 +13,8 @@ import collections
 import itertools
 import os
 import threading
-import weakref
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..backends import Backend, create_backend

@@ -129,7 +129,10 @@ class MapResults(itertools.chain):
             stop()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - e.g. at interpreter exit, the pool already gone
+            pass
 
 
 def _wait_chunk(fut: Any, end: float | None, tracker: Any) -> list:
