@@ -126,6 +126,20 @@ def test_terminal_ctrl_c_reaches_the_manager_not_the_workers():
     assert not _gone_within(pids, 3.0)
 
 
+def _worker_children(me: psutil.Process) -> list[int]:
+    """Worker processes below ``me``, an exited one not yet reaped (a zombie) included."""
+    pids = []
+    for child in me.children(True):
+        try:
+            if "snakepit.worker" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.ZombieProcess:
+            pids.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
 def test_ctrl_c_during_start_pool_leaves_nothing_running():
     """An interrupt while workers start (the notebook's stop button) stops them and every thread."""
     import snakepit
@@ -142,9 +156,9 @@ def test_ctrl_c_during_start_pool_leaves_nothing_running():
     snakepit.shutdown()
     me = psutil.Process()
     end = time.monotonic() + 5
-    while time.monotonic() < end and any("snakepit.worker" in " ".join(c.cmdline()) for c in me.children(True)):
+    while time.monotonic() < end and _worker_children(me):
         time.sleep(0.05)
-    assert not [c.pid for c in me.children(True) if "snakepit.worker" in " ".join(c.cmdline())]
+    assert not _worker_children(me)
     assert "t-interrupted" not in {p.name for p in snakepit.list_pools()}
     extra = {t.name for t in __import__("threading").enumerate()} - before
     assert not {n for n in extra if n.startswith("snakepit-") and n not in ("snakepit-spawner", "snakepit-reaper")}

@@ -247,6 +247,26 @@ def test_a_cancel_that_overtakes_its_request_is_answered_on_arrival(pools, tmp_p
     assert pool.worker_records()[0].load == 0
 
 
+def _timed_sleep(seconds: float) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+def test_requests_read_together_by_a_thread_worker_still_run_at_once(pools):
+    """Calls sent ahead to a thread worker whose threads are all busy arrive together and
+    are read by the first thread to come back: each of the others is woken for one of them,
+    so they still run side by side."""
+    pool = pools("tr-together", pool_size=1, profile="thread", threads_per_worker=4, pipeline_depth=4)
+    running = [pool.submit(_timed_sleep, 0.5) for _ in range(4)]
+    time.sleep(0.1)
+    ahead = [pool.submit(_timed_sleep, 0.5) for _ in range(4)]
+    assert len(pool.worker_records()[0].waiting) == 4, "the second four should wait in the worker"
+    spans = [f.result(30) for f in ahead]
+    assert all(f.result(30) for f in running)
+    assert max(start for start, _ in spans) < min(end for _, end in spans), f"they ran one after another: {spans}"
+
+
 def _blob_back(blob: bytes) -> bytes:
     return blob[::-1]
 
