@@ -9,7 +9,8 @@ Data flow::
 
 Compared with the gRPC Dispatch stream, a request skips gRPC's threads and the asyncio
 loop, and no thread hands it to another: the thread that will run it reads it (one thread
-reads at a time; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
+reads at a time; in the thread profile the idle ones wait on the socket, one woken per
+request; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
 with a request reads nothing: cancels arrive on gRPC, whose loop thread is always free.
 Nothing here waits for the manager to read, except a thread writing its reply: the
 manager's reader never blocks (its writes that do not fit wait in its backlog), so a full
