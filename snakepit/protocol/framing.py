@@ -53,8 +53,7 @@ class FrameReader:
     ``next()`` returns the next whole message (``bytes``; a large one as its own
     ``bytearray``), blocking until it arrives. With ``wake_fd`` (the read end of a pipe),
     ``next()`` returns ``None`` when a byte arrives there instead: the caller has other work
-    (see :mod:`snakepit.worker.runner`). ``next(block=False)`` returns ``None`` instead of
-    waiting: the message is not whole yet (what came stays buffered). Raises ``EOFError`` when the peer closed the
+    (see :mod:`snakepit.worker.runner`). Raises ``EOFError`` when the peer closed the
     socket, :class:`FrameTooLargeError` for a message over ``max_bytes`` and ``OSError``
     when the socket fails.
 
@@ -80,7 +79,7 @@ class FrameReader:
             self._poll.register(sock.fileno(), select.POLLIN)
             self._poll.register(wake_fd, select.POLLIN)
 
-    def next(self, block: bool = True) -> bytes | bytearray | None:
+    def next(self) -> bytes | bytearray | None:
         size = HEADER.size
         buf, view = self._buf, self._view
         while True:
@@ -104,7 +103,7 @@ class FrameReader:
                 if start and size + n > len(buf) - start:  # make room at the end
                     buf[:end - start] = view[start:end]
                     self._start, self._end = 0, end - start
-            got = self._recv() if block else self._recv_now()
+            got = self._recv()
             if got is None:
                 return None
             if not got:
@@ -118,13 +117,6 @@ class FrameReader:
             return False
         (n,) = HEADER.unpack_from(self._buf, self._start)
         return have - HEADER.size >= n
-
-    def _recv_now(self) -> int | None:
-        """What has arrived, without waiting (None: nothing yet)."""
-        try:
-            return self.sock.recv_into(self._view[self._end:], 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return None
 
     def _recv(self) -> int | None:
         free = self._view[self._end:]

@@ -9,8 +9,7 @@ Data flow::
 
 Compared with the gRPC Dispatch stream, a request skips gRPC's threads and the asyncio
 loop, and no thread hands it to another: the thread that will run it reads it (one thread
-reads at a time; in the thread profile the idle ones wait on the socket, one woken per
-request; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
+reads at a time; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
 with a request reads nothing: cancels arrive on gRPC, whose loop thread is always free.
 Nothing here waits for the manager to read, except a thread writing its reply: the
 manager's reader never blocks (its writes that do not fit wait in its backlog), so a full
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
 import threading
 from typing import Any
@@ -33,7 +31,6 @@ from ..protocol import worker_pb2 as pb
 from .server import WorkerService
 
 log = logging.getLogger("snakepit.worker")
-_EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0) if hasattr(os, "eventfd") else 0  # Linux ≥ 4.5
 
 
 class LaneServer:
@@ -92,13 +89,6 @@ class LaneSession:
         self._reader = framing.FrameReader(sock, service.max_message_bytes + 2**16, service.runner.wake_fd)
         self._write_lock = threading.Lock()
         self._closed = False
-        # Several request threads (the thread profile): the idle ones wait on the socket
-        # itself, each through an epoll of its own with EPOLLEXCLUSIVE, so an arriving request
-        # wakes one thread, the one that runs it (not a reader, and then a replacement for
-        # it). A request read along with another wakes the next idle thread through ``_more``.
-        self.shared = service.runner.capacity > 1 and not service.runner.use_main_thread and _EXCLUSIVE
-        self._more = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK) if self.shared else -1
-        self._local = threading.local()
 
     @property
     def closed(self) -> bool:
@@ -114,63 +104,6 @@ class LaneSession:
             log.debug("lane closed", exc_info=True)
             self.close()
             return None
-
-    def wait_turn(self, wake_fd: int) -> bool:
-        """(shared lanes, no lock held) Wait until a request may have come; False when woken
-        through the runner's pipe (other work, stopping) or when the lane is closed."""
-        ep = getattr(self._local, "epoll", None)
-        if ep is None:
-            if self._closed:
-                return False
-            ep = select.epoll()
-            try:
-                ep.register(self.sock.fileno(), select.EPOLLIN | _EXCLUSIVE)
-                ep.register(self._more, select.EPOLLIN | _EXCLUSIVE)
-                ep.register(wake_fd, select.EPOLLIN)
-            except (OSError, ValueError):  # closed meanwhile
-                ep.close()
-                return False
-            self._local.epoll = ep
-        if self._closed:
-            ep.close()
-            self._local.epoll = None
-            return False
-        if self._reader.has_frame():
-            return True  # one is already here (read along with another): no need to wait
-        woken = False
-        for fd, _ in ep.poll():
-            if fd == wake_fd:
-                woken = True
-                try:
-                    os.read(wake_fd, 4096)
-                except OSError:
-                    pass
-            elif fd == self._more:
-                try:
-                    os.eventfd_read(self._more)
-                except OSError:
-                    pass
-        return not woken and not self._closed
-
-    def take_frame(self) -> bytes | bytearray | None:
-        """(shared lanes, read_lock held) The next request's bytes if one is whole now, else None."""
-        if self._closed:
-            return None
-        try:
-            frame = self._reader.next(block=False)
-        except Exception:  # noqa: BLE001 - a broken or untrusted lane is closed; gRPC still serves
-            log.debug("lane closed", exc_info=True)
-            self.close()
-            return None
-        if frame is not None and self._reader.has_frame():
-            os.eventfd_write(self._more, 1)  # another request came with it: wake an idle thread
-        return frame
-
-    def pass_turn(self) -> None:
-        """(shared lanes, read_lock held) This thread takes no request now: a whole one
-        already read goes to another idle thread."""
-        if self._more >= 0 and self._reader.has_frame():
-            os.eventfd_write(self._more, 1)
 
     def handle(self, frame: bytes | bytearray) -> None:
         """Run the request in ``frame`` on this thread (a cancel: at once)."""
@@ -217,6 +150,3 @@ class LaneSession:
     def _release(self) -> None:
         with self.read_lock:  # no request thread is reading it any more
             self.sock.close()
-            if self._more >= 0:
-                os.close(self._more)
-                self._more = -1

@@ -6,11 +6,8 @@ Requests reach the runner two ways:
   for the next free request thread;
 * the local lane (issue 16): while the manager's lane is open, the request threads read it
   themselves — the free one reads the next request and runs it at once, with no hand-off
-  to another thread. The process profile's main thread reads, runs and reads again. In the
-  thread profile the idle threads wait on the socket itself (``LaneSession.wait_turn``:
-  an epoll each, EPOLLEXCLUSIVE), so a request wakes one thread, the one that runs it; a
-  request read along with another wakes the next idle thread. A thread busy with a request
-  reads nothing, so a cancel travels on gRPC, not on the lane.
+  to another thread (one thread at a time reads; the others wait their turn). A thread busy
+  with a request reads nothing, so a cancel travels on gRPC, not on the lane.
 
 A request queued by ``submit`` while the threads wait on the lane wakes them through a pipe.
 """
@@ -101,15 +98,10 @@ class RequestRunner:
 
     def _serve_one(self, lane: "LaneSession") -> None:
         """Read one request from the lane and run it on this thread (or return when woken)."""
-        if lane.shared and not lane.wait_turn(self._wake_r):
-            frame = None
-        else:
-            with lane.read_lock:
-                if self._stopping or self._work:
-                    if lane.shared:
-                        lane.pass_turn()
-                    return
-                frame = lane.take_frame() if lane.shared else lane.next_frame()
+        with lane.read_lock:
+            if self._stopping or self._work:
+                return
+            frame = lane.next_frame()
         if frame is None:
             if lane.closed:
                 with self._changed:
