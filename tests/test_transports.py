@@ -267,6 +267,23 @@ def test_requests_read_together_by_a_thread_worker_still_run_at_once(pools):
     assert max(start for start, _ in spans) < min(end for _, end in spans), f"they ran one after another: {spans}"
 
 
+def test_the_execute_stream_rpc_streams_whatever_the_request_says(pools):
+    """ExecuteStream is a streaming call by its own name: a command's output comes back as
+    chunks even when the request does not set ``stream`` (the worker honours the RPC)."""
+    from snakepit.protocol import codec
+    from snakepit.protocol import worker_pb2 as pb
+
+    pool = pools("tr-execstream", pool_size=1)
+    conn = pool.worker_records()[0].conn
+    args = {"source": "print('hi')", "session_id": None, "push": {}, "pull": []}
+    request = pb.Request(request_id=10**9, command="run_code", payload=codec.dumps(args, "args"))
+    replies = list(conn.stub.ExecuteStream(request, metadata=conn.metadata, timeout=30))
+    chunks = [codec.loads(r.payload, "chunk") for r in replies if r.kind == pb.Reply.CHUNK]
+    printed = "".join(c[1] for c in chunks if isinstance(c, tuple) and c[0] == "stdout")
+    assert printed == "hi\n", chunks
+    assert replies[-1].kind == pb.Reply.END
+
+
 def _blob_back(blob: bytes) -> bytes:
     return blob[::-1]
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import types
 import logging
 import os
 import sys
 import threading
 import time
 import tracemalloc
+import types
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -88,21 +88,21 @@ class WorkerService(pb_grpc.WorkerServicer):
     # -- request execution (runs on the runner's threads) ---------------------------
     def start_request(self, req: pb.Request, send: Send, *, stream: bool) -> None:
         """Queue ``req`` for the runner (the gRPC paths)."""
-        ctx = self._admit(req, send, queued=True)
+        ctx = self._admit(req, send, stream=stream, queued=True)
         if ctx is not None:
             self.runner.submit(lambda: self._run(req, ctx, send, stream, queued=True))
 
     def run_request(self, req: pb.Request, send: Send) -> None:
         """Run ``req`` now, on this request thread (the lane's path)."""
-        ctx = self._admit(req, send, queued=False)
+        ctx = self._admit(req, send, stream=req.stream, queued=False)
         if ctx is not None:
             self._run(req, ctx, send, req.stream, queued=False)
 
-    def _admit(self, req: pb.Request, send: Send, *, queued: bool) -> RequestContext | None:
+    def _admit(self, req: pb.Request, send: Send, *, stream: bool, queued: bool) -> RequestContext | None:
         rid = req.request_id
         deadline = time.monotonic() + req.timeout_s if req.timeout_s > 0 else None
         ctx = RequestContext(rid, req.command, req.session_id, deadline)
-        if req.stream:
+        if stream:
             ctx.emit = lambda value: send(self._chunk(rid, value))
         with self._lock:
             if rid > self._highest_request_id:
