@@ -163,14 +163,12 @@ class LaneConnection(WorkerConnection):
         try:
             while True:
                 data = reader.next()
-                if reader.has_frame():
-                    if self._corked is None:
-                        with self._write_lock:
-                            self._corked = []
-                    on_reply(parse(data))
-                    continue
+                more = reader.has_frame()
+                if more and self._corked is None:
+                    with self._write_lock:
+                        self._corked = []
                 on_reply(parse(data))
-                if self._corked is not None:
+                if not more and self._corked is not None:
                     self._uncork()
         except EOFError:
             error = ConnectionResetError("the worker closed its lane")

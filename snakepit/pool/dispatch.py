@@ -231,7 +231,7 @@ class DispatchMixin:
                   function: tuple[bytes, bytes] | None = None) -> _Call:
         if args is None:
             payload = codec.EMPTY_DICT_PAYLOAD
-        elif type(args) is dict or isinstance(args, Mapping):
+        elif isinstance(args, Mapping):  # a dict is pickled as it is, another mapping as a dict
             payload = codec.dumps(args if type(args) is dict else dict(args), f"arguments of {command!r}",
                                   self.config.max_message_bytes)
         else:
