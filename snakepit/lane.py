@@ -7,6 +7,11 @@ Ping, Info, Cancel and Shutdown still use the gRPC channel. What it saves per ro
 request leaves from the caller's own thread (no hand-off to gRPC's request-iterator thread
 and C-core), and the reply is read by one thread of ours straight from the socket.
 
+A thread-profile worker takes its requests on a request queue instead of the stream (a
+``SOCK_SEQPACKET`` socket it passes over at connect, :func:`~snakepit.protocol.framing.receive_hello`):
+one message a request, which wakes exactly one of its request threads. Replies always come
+back on the stream.
+
 Which pools use it: ``PoolConfig.transport`` (``"lane"`` by default for local workers;
 ``"grpc"`` keeps the gRPC stream). Cluster workers always use gRPC.
 """
@@ -25,6 +30,7 @@ from .protocol import worker_pb2 as pb
 
 log = logging.getLogger("snakepit.connection")
 _MAIN_THREAD = threading.main_thread().ident
+_HELLO_TIMEOUT = 30.0  # a worker answers at once; this only bounds a wedged one
 
 
 class LaneConnection(WorkerConnection):
@@ -42,20 +48,26 @@ class LaneConnection(WorkerConnection):
         # calls): what the socket does not take at once waits in the backlog, in order, for
         # the writer thread (started the first time it is needed).
         self._write_lock = threading.Condition(threading.Lock())
-        self._backlog: collections.deque[memoryview] = collections.deque()
+        # (data, on_queue): on_queue data is one whole queue message
+        self._backlog: collections.deque[tuple[memoryview, bool]] = collections.deque()
         self._writer_busy = False
         self._writer: threading.Thread | None = None
         # While the reader works through replies that came together, the requests they set
-        # off (queued calls sent as slots free) wait here and leave in one write at the end.
+        # off (queued calls sent as slots free) wait here and leave at the end: in one write,
+        # or (a request queue) one message after another with nothing in between.
         self._corked: list[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._queue: socket.socket | None = None  # a thread worker's request queue
         self._cancels: set[Any] = set()
         super().__init__(target, max_message_bytes=max_message_bytes, **kwargs)
 
     def _open_dispatch(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            sock.settimeout(_HELLO_TIMEOUT)
             sock.connect(self._lane_path)
+            self._queue = framing.receive_hello(sock)
+            sock.settimeout(None)
         except OSError:
             sock.close()
             self.channel.close()
@@ -71,6 +83,21 @@ class LaneConnection(WorkerConnection):
         exception in the middle of one shuts the socket and the pool replaces the worker
         like a lost one.
         """
+        if self._queue is not None:
+            data = request.SerializeToString()
+            with self._write_lock:
+                if self._closed:
+                    return
+                if 0 < len(data) <= framing.QUEUE_MESSAGE_BYTES:
+                    if self._corked is not None:
+                        self._corked.append(data)
+                    else:
+                        self._write_now(data, True)
+                else:  # too big for a queue message: announced on the queue, sent on the stream
+                    # (announced first: the stream is read only by a thread that took a notice)
+                    self._write_now(framing.ON_STREAM, True)
+                    self._write_now(framing.frame(data), False)
+            return
         data = framing.frame(request.SerializeToString())
         with self._write_lock:
             if self._closed:
@@ -78,15 +105,15 @@ class LaneConnection(WorkerConnection):
             if self._corked is not None:
                 self._corked.append(data)
                 return
-            self._write_now(data)
+            self._write_now(data, False)
 
-    def _write_now(self, data: bytes) -> None:
-        """(write lock held) Send ``data`` without blocking; what the socket does not take
-        goes, in order, to the writer thread."""
-        sock = self._sock
+    def _write_now(self, data: bytes, on_queue: bool) -> None:
+        """(write lock held) Send ``data`` (on the request queue: as one message) without
+        blocking; what the socket does not take goes, in order, to the writer thread."""
+        sock = self._queue if on_queue else self._sock
         assert sock is not None
         if self._writer_busy:
-            self._backlog.append(memoryview(data))
+            self._backlog.append((memoryview(data), on_queue))
             return
         try:
             if threading.get_ident() == _MAIN_THREAD:
@@ -101,8 +128,8 @@ class LaneConnection(WorkerConnection):
         except BaseException:
             self._shut()
             raise
-        if sent < len(data):
-            self._backlog.append(memoryview(data)[sent:])
+        if sent < len(data):  # a queue message is sent whole or not at all
+            self._backlog.append((memoryview(data)[sent:], on_queue))
             self._writer_busy = True
             if self._writer is None:
                 self._writer = start_thread(threading.Thread(
@@ -114,11 +141,15 @@ class LaneConnection(WorkerConnection):
         with self._write_lock:
             corked, self._corked = self._corked, None
             if corked and not self._closed:
-                self._write_now(corked[0] if len(corked) == 1 else b"".join(corked))
+                if self._queue is not None:
+                    for message in corked:
+                        self._write_now(message, True)
+                else:
+                    self._write_now(corked[0] if len(corked) == 1 else b"".join(corked), False)
 
     def _write_backlog(self) -> None:
-        sock = self._sock
-        assert sock is not None
+        stream, queue = self._sock, self._queue
+        assert stream is not None
         while True:
             with self._write_lock:
                 while not self._backlog:
@@ -126,9 +157,12 @@ class LaneConnection(WorkerConnection):
                     if self._closed:
                         return
                     self._write_lock.wait()
-                data = self._backlog.popleft()
+                data, on_queue = self._backlog.popleft()
             try:
-                sock.sendall(data)
+                if on_queue:
+                    queue.send(data)  # type: ignore[union-attr]
+                else:
+                    stream.sendall(data)
             except OSError:
                 with self._write_lock:
                     self._backlog.clear()
@@ -136,10 +170,12 @@ class LaneConnection(WorkerConnection):
                 return
 
     def _shut(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-        except OSError:
-            pass
+        for sock in (self._sock, self._queue):
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def cancel(self, request_id: int) -> None:
         """Cancel on the gRPC channel: the worker's request threads read the lane only
@@ -183,14 +219,13 @@ class LaneConnection(WorkerConnection):
         sock = self._sock
         if sock is None:
             return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._shut()
         with self._write_lock:
             self._backlog.clear()
             self._write_lock.notify()
             sock.close()
+            if self._queue is not None:
+                self._queue.close()
 
 
 def connect(target: str, lane_path: str | None, **kwargs: Any) -> WorkerConnection:

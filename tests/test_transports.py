@@ -223,7 +223,6 @@ def test_a_garbage_frame_closes_the_lane_and_the_pool_replaces_the_worker(pools,
     assert pool.execute("echo", {"fresh": 1}) == {"fresh": 1}
 
 
-@pytest.mark.slow
 def _touch(path: str) -> str:
     with open(path, "w") as fh:
         fh.write("ran")
@@ -298,6 +297,80 @@ def test_large_requests_and_replies_both_ways_at_once_never_deadlock(pools, prof
     blobs = [bytes([i]) * (6 * 2**20) for i in range(10)]
     futures = [pool.submit(_blob_back, b) for b in blobs]
     assert [f.result(120) for f in futures] == blobs  # palindromes: equal when reversed
+
+
+# -- the thread profile's request queue ------------------------------------------------------
+def test_thread_workers_take_requests_on_a_queue_and_process_workers_on_the_stream(pools):
+    threads = pools("tr-q-thread", pool_size=1, profile="thread", threads_per_worker=3)
+    process = pools("tr-q-process", pool_size=1)
+    queue = _connections(threads)[0]._queue
+    assert queue is not None and queue.type == socket.SOCK_SEQPACKET
+    assert _connections(process)[0]._queue is None
+    assert threads.execute("echo", {"q": 1}) == {"q": 1}
+
+
+def test_requests_either_side_of_the_queue_message_limit_arrive_whole(pools):
+    """Up to QUEUE_MESSAGE_BYTES a request is one queue message; above it, it goes on the
+    stream with a notice on the queue; both kinds, sent together, come back intact."""
+    pool = pools("tr-q-sizes", pool_size=1, profile="thread", threads_per_worker=4, pipeline_depth=4)
+    limit = framing.QUEUE_MESSAGE_BYTES
+    blobs = [os.urandom(n) for n in (1, limit - 200, limit - 60, limit, limit + 1, 3 * limit, 10)]
+    futures = [pool.submit(_blob_back, b) for b in blobs for _ in range(3)]
+    assert [f.result(60) for f in futures] == [b[::-1] for b in blobs for _ in range(3)]
+
+
+def test_work_arriving_on_grpc_runs_while_a_thread_workers_threads_wait_on_the_queue(pools):
+    """The request threads sleep in the queue's recv, where only a queue message wakes one:
+    a request that comes on gRPC meanwhile (a unary Execute) runs on a thread of its own."""
+    from snakepit.protocol import codec
+    from snakepit.protocol import worker_pb2 as pb
+
+    pool = pools("tr-q-grpc", pool_size=1, profile="thread", threads_per_worker=2)
+    conn = pool.worker_records()[0].conn
+    assert conn._queue is not None
+    request = pb.Request(request_id=10**9, command="echo", payload=codec.dumps({"via": "grpc"}, "args"))
+    reply = conn.stub.Execute(request, metadata=conn.metadata, timeout=20)
+    assert codec.loads(reply.payload, "result") == {"via": "grpc"}
+    assert pool.execute("echo", {"via": "lane"}) == {"via": "lane"}
+
+
+def test_a_garbage_queue_message_closes_the_lane_and_the_pool_replaces_the_worker(pools, wait_until):
+    pool = pools("tr-q-garbage", pool_size=1, profile="thread", threads_per_worker=2)
+    conn = _connections(pool)[0]
+    old_pid = pool.list_workers()[0].pid
+    with conn._write_lock:
+        conn._queue.send(b"\xff\xfe not a protobuf message")
+    assert wait_until(lambda: [w.pid for w in pool.list_workers()] not in ([], [old_pid]), timeout=15)
+    assert pool.execute("echo", {"fresh": 1}) == {"fresh": 1}
+
+
+def test_a_lane_that_does_not_start_like_one_is_refused():
+    def start(data: bytes, fds: list[int]) -> socket.socket | None:
+        a, b = _pair()
+        try:
+            socket.send_fds(a, [data], fds)
+            b.settimeout(5)
+            return framing.receive_hello(b)
+        finally:
+            a.close()
+            b.close()
+
+    assert start(framing.HELLO_STREAM, []) is None
+    q1, q2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    queue = start(framing.HELLO_QUEUE, [q2.fileno()])
+    assert queue is not None and queue.type == socket.SOCK_SEQPACKET
+    queue.close()
+    stream1, stream2 = _pair()
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ConnectionError, match="not a snakepit lane"):
+        start(framing.HELLO_QUEUE, [stream2.fileno()])  # a queue must be a SOCK_SEQPACKET socket
+    with pytest.raises(ConnectionError, match="not a snakepit lane"):
+        start(framing.HELLO_QUEUE, [])
+    with pytest.raises(ConnectionError, match="not a snakepit lane"):
+        start(b"X", [q2.fileno()])
+    assert len(os.listdir("/proc/self/fd")) == before, "a descriptor that came with a bad start was kept"
+    for s in (q1, q2, stream1, stream2):
+        s.close()
 
 
 def test_core_suite_on_grpc():

@@ -9,6 +9,17 @@ cluster worker).
 Reading is buffered: one ``recv`` takes every message already waiting, so a burst of small
 messages costs one system call, not one per message (the batching the gRPC stream needs
 ``codec.BATCH_COMMAND`` for comes free here, and a lone message waits for nothing).
+
+The connection starts with one byte from the worker (:func:`send_hello`): ``S`` when its
+requests come on this stream, ``Q`` when they come on a request queue whose socket travels
+with that byte. A thread-profile worker has a queue: a ``SOCK_SEQPACKET`` socket pair, one
+``Request`` per message, which all its request threads wait on at once; the kernel hands
+each message to exactly one of them, so the thread that will run a request is the one woken
+for it, and no thread wakes another to take its turn at reading (the cost of reading a
+stream in turns: see docs/performance.md, "Thread profile: a request queue"). A request too
+big for one queue message (over :data:`QUEUE_MESSAGE_BYTES`) goes on the stream, and the
+queue carries :data:`ON_STREAM` ahead of it: the thread that takes that reads the stream's
+next message.
 """
 from __future__ import annotations
 
@@ -22,6 +33,10 @@ from typing import Iterator
 HEADER = struct.Struct("<I")
 _RECV_BYTES = 256 * 1024
 _SMALL = 64 * 1024  # below this, header and body leave in one send
+QUEUE_MESSAGE_BYTES = 64 * 1024  # the largest request a queue message carries itself
+ON_STREAM = b"\xff"  # a queue message meaning "the next request is on the stream" (not a protobuf)
+HELLO_STREAM = b"S"
+HELLO_QUEUE = b"Q"
 
 
 def lane_path(socket_path: str) -> str:
@@ -31,6 +46,32 @@ def lane_path(socket_path: str) -> str:
 
 class FrameTooLargeError(ValueError):
     """A peer announced a message larger than the agreed maximum: the lane is not trusted on."""
+
+
+def send_hello(sock: socket.socket, queue: socket.socket | None) -> None:
+    """(worker) Start a lane connection: say where requests come from, with the manager's
+    end of the request queue when there is one (passed over the socket, SCM_RIGHTS)."""
+    if queue is None:
+        sock.sendall(HELLO_STREAM)
+    else:
+        socket.send_fds(sock, [HELLO_QUEUE], [queue.fileno()])
+
+
+def receive_hello(sock: socket.socket) -> socket.socket | None:
+    """(manager) Read the worker's first byte: the request queue's socket to write requests
+    to, or ``None`` when they go on ``sock`` itself. Raises ``ConnectionError`` for anything
+    that is not a snakepit lane's start (the socket's timeout applies)."""
+    data, fds, flags, _ = socket.recv_fds(sock, 1, 1)
+    received = [socket.socket(fileno=fd) for fd in fds]  # owned at once: none can leak
+    if data == HELLO_STREAM and not received:
+        return None
+    if data == HELLO_QUEUE and len(received) == 1 and not flags & socket.MSG_CTRUNC:
+        queue = received[0]
+        if queue.family == socket.AF_UNIX and queue.type == socket.SOCK_SEQPACKET:
+            return queue
+    for extra in received:
+        extra.close()
+    raise ConnectionError(f"not a snakepit lane: it started with {data!r} and {len(received)} descriptor(s)")
 
 
 def frame(data: bytes) -> bytes:

@@ -2,14 +2,19 @@
 
 Data flow::
 
-    manager ──frames──► the free request thread (the main thread, or one of N)
-                           │  reads one request, runs it, writes its reply
-    manager ◄──frames──────┘
+    process profile:  manager ──frames (stream)──► the main thread
+    thread profile:   manager ──one message a request (queue)──► the one of N threads
+                                                                  the kernel woke for it
+                      each runs its request and writes the reply:
+    manager ◄──frames (stream)──┘
     manager ──Cancel (gRPC)──► the asyncio loop thread: flag + interrupt
 
 Compared with the gRPC Dispatch stream, a request skips gRPC's threads and the asyncio
-loop, and no thread hands it to another: the thread that will run it reads it (one thread
-reads at a time; see :mod:`snakepit.worker.runner`), and writes the reply. A thread busy
+loop, and no thread hands it to another: the thread that will run it reads it, and writes
+the reply. The main thread reads the stream itself; a thread worker's N threads all wait
+on its request queue (a ``SOCK_SEQPACKET`` pair whose other end goes to the manager with
+the connection's first byte, :func:`snakepit.protocol.framing.send_hello`), and the kernel
+gives each request to exactly one of them. A thread busy
 with a request reads nothing: cancels arrive on gRPC, whose loop thread is always free.
 Nothing here waits for the manager to read, except a thread writing its reply: the
 manager's reader never blocks (its writes that do not fit wait in its backlog), so a full
@@ -61,7 +66,22 @@ class LaneServer:
             if self._session is not None and not self._session.closed:
                 conn.close()  # one manager per worker: a second connection is refused
                 continue
-            self._session = LaneSession(self.service, conn)
+            queue = None
+            try:
+                if not self.service.runner.use_main_thread:
+                    queue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    try:
+                        framing.send_hello(conn, theirs)
+                    finally:
+                        theirs.close()
+                else:
+                    framing.send_hello(conn, None)
+            except OSError:
+                conn.close()
+                if queue is not None:
+                    queue.close()
+                continue
+            self._session = LaneSession(self.service, conn, queue)
             self.service.runner.serve_lane(self._session)
 
     def close(self) -> None:
@@ -80,14 +100,24 @@ class LaneServer:
 
 
 class LaneSession:
-    """One manager connection: read by the request threads, written by whoever made a reply."""
+    """One manager connection: read by the request threads, written by whoever made a reply.
 
-    def __init__(self, service: WorkerService, sock: socket.socket) -> None:
+    Without a ``queue`` its requests arrive on ``sock`` and one thread reads at a time
+    (holding ``read_lock``, :meth:`next_frame`); with one, every request thread waits in
+    :meth:`next_queued` at once.
+    """
+
+    def __init__(self, service: WorkerService, sock: socket.socket, queue: socket.socket | None = None) -> None:
         self.service = service
         self.sock = sock
-        self.read_lock = threading.Lock()  # the request thread reading now holds it
-        self._reader = framing.FrameReader(sock, service.max_message_bytes + 2**16, service.runner.wake_fd)
+        self.queue = queue
+        self.concurrent_reads = queue is not None
+        self.read_lock = threading.Lock()  # the request thread reading the stream now holds it
+        wake_fd = None if queue is not None else service.runner.wake_fd
+        self._reader = framing.FrameReader(sock, service.max_message_bytes + 2**16, wake_fd)
         self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._queue_readers = 0  # threads in next_queued: the sockets close when the last leaves
         self._closed = False
 
     @property
@@ -104,6 +134,37 @@ class LaneSession:
             log.debug("lane closed", exc_info=True)
             self.close()
             return None
+
+    def next_queued(self) -> bytes | bytearray | None:
+        """(any number of threads at once) The next request's bytes from the queue, waiting
+        for it; None once the lane is closed."""
+        with self._state_lock:
+            if self._closed:
+                return None
+            self._queue_readers += 1
+        try:
+            try:  # a request already waiting is taken by the thread that is running anyway
+                message = self.queue.recv(framing.QUEUE_MESSAGE_BYTES + 1, socket.MSG_DONTWAIT)  # type: ignore[union-attr]
+            except BlockingIOError:
+                message = self.queue.recv(framing.QUEUE_MESSAGE_BYTES + 1)  # type: ignore[union-attr]
+            if not message:
+                raise EOFError("the manager closed the lane")
+            if message == framing.ON_STREAM:
+                with self.read_lock:
+                    return self._reader.next()
+            if len(message) > framing.QUEUE_MESSAGE_BYTES:
+                raise framing.FrameTooLargeError("a queue message over the lane's limit")
+            return message
+        except Exception:  # noqa: BLE001 - a broken or untrusted lane is closed; gRPC still serves
+            log.debug("lane closed", exc_info=True)
+            self.close()
+            return None
+        finally:
+            with self._state_lock:
+                self._queue_readers -= 1
+                last = self._closed and not self._queue_readers
+            if last:
+                self._close_sockets()
 
     def handle(self, frame: bytes | bytearray) -> None:
         """Run the request in ``frame`` on this thread (a cancel: at once)."""
@@ -138,15 +199,30 @@ class LaneSession:
                 self._closed = True
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.service.runner.submit(self._release)  # a thread waiting on the lane looks again
+        """Shut the connection: every thread waiting on it returns, and its sockets are
+        closed once none is reading them (a descriptor closed under a reader could be reused
+        by the next file the process opens, and read as the lane)."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle_queue = self.queue is not None and not self._queue_readers
+        for sock in (self.sock, self.queue):
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.queue is None:
+            self.service.runner.submit(self._release)  # a thread waiting on the lane looks again
+        elif idle_queue:
+            self._close_sockets()
 
     def _release(self) -> None:
         with self.read_lock:  # no request thread is reading it any more
             self.sock.close()
+
+    def _close_sockets(self) -> None:
+        with self.read_lock:
+            self.sock.close()
+        self.queue.close()  # type: ignore[union-attr]

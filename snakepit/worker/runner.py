@@ -5,11 +5,15 @@ Requests reach the runner two ways:
 * ``submit(fn)``: a request from the gRPC Dispatch stream (or a unary ``Execute``), queued
   for the next free request thread;
 * the local lane (issue 16): while the manager's lane is open, the request threads read it
-  themselves — the free one reads the next request and runs it at once, with no hand-off
-  to another thread (one thread at a time reads; the others wait their turn). A thread busy
-  with a request reads nothing, so a cancel travels on gRPC, not on the lane.
+  themselves and run what they read at once, with no hand-off to another thread. The main
+  thread reads the lane's stream; a thread worker's threads all wait on the lane's request
+  queue together, and each request wakes one of them (``LaneSession.concurrent_reads``). A
+  thread busy with a request reads nothing, so a cancel travels on gRPC, not on the lane.
 
-A request queued by ``submit`` while the threads wait on the lane wakes them through a pipe.
+A request queued by ``submit`` while the main thread waits on the lane wakes it through a
+pipe. Threads waiting on a request queue cannot be woken that way (a queue message is the
+only thing that wakes one, and only the manager writes them): what ``submit`` queues then
+runs on a thread of its own, started for it and gone when no such work is left.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class RequestRunner:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._lane: LaneSession | None = None
+        self._aside = False  # a thread runs submitted work beside threads waiting on a request queue
         self._stopping = False
         self._main_ident = threading.main_thread().ident
         if not use_main_thread:
@@ -59,8 +64,27 @@ class RequestRunner:
         with self._changed:
             self._work.append(fn)
             self._changed.notify()
-        if self._lane is not None:
+            lane = self._lane
+            aside = lane is not None and lane.concurrent_reads and not self._aside
+            if aside:
+                self._aside = True
+        if aside:
+            start_thread(threading.Thread(target=self._run_aside, name="snakepit-request-aside", daemon=True))
+        elif lane is not None:
             self._wake()
+
+    def _run_aside(self) -> None:
+        work, changed = self._work, self._changed
+        while True:
+            with changed:
+                if not work or self._stopping:
+                    self._aside = False
+                    return
+                item = work.popleft()
+            try:
+                item()
+            except BaseException:  # noqa: BLE001 - as in _loop
+                log.debug("interrupt outside a request ignored", exc_info=True)
 
     def _wake(self) -> None:
         try:
@@ -98,10 +122,13 @@ class RequestRunner:
 
     def _serve_one(self, lane: "LaneSession") -> None:
         """Read one request from the lane and run it on this thread (or return when woken)."""
-        with lane.read_lock:
-            if self._stopping or self._work:
-                return
-            frame = lane.next_frame()
+        if lane.concurrent_reads:
+            frame = lane.next_queued()
+        else:
+            with lane.read_lock:
+                if self._stopping or self._work:
+                    return
+                frame = lane.next_frame()
         if frame is None:
             if lane.closed:
                 with self._changed:
