@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from . import report
-from .child import _alive
+from .child import DUEL_PEERS, _alive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -30,13 +30,13 @@ FULL = dict(
     n_latency=2000, warmup=200, budget_s=10.0, n_tasks=20_000, p16_workers=16, p100_workers=100,
     threads=8, sleep_s=0.05, n_sleep=64, numpy_n=256, n_numpy=32, idle_s=1.0,
     n_telemetry=200_000, overhead_rounds=5, n_stats=50, n_memstats=5, ready_budget_s=90.0,
-    large_mb=200,
+    large_mb=200, duel_rounds=9,
 )
 QUICK = dict(
     n_latency=40, warmup=5, budget_s=3.0, n_tasks=200, p16_workers=3, p100_workers=4,
     threads=2, sleep_s=0.01, n_sleep=6, numpy_n=32, n_numpy=4, idle_s=0.2,
     n_telemetry=2_000, overhead_rounds=1, n_stats=3, n_memstats=1, ready_budget_s=30.0,
-    large_mb=8,
+    large_mb=8, duel_rounds=5,
 )
 
 ALL_PEERS = ["snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool",
@@ -54,6 +54,8 @@ def plan(peers: list[str], groups: list[str] | None) -> list[tuple[str, str, dic
         if peer in SLOW_PEERS:
             extra["budget_s"] = 4.0  # their rates are measured on fewer calls (see the notes)
         jobs.append((peer, "calls", extra))
+    if all(name in peers for name in DUEL_PEERS):  # the goals' peers side by side, in turns
+        jobs.append(("none", "duel", {}))
     if "snakepit-process" in peers:  # the transport's share: the gRPC stream instead of the lane
         jobs.append(("snakepit-process-grpc", "calls", {}))
     for peer in peers:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--peers", default="", help="comma-separated subset of: " + ", ".join(ALL_PEERS))
-    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, p16, t2x8, p100, large, overhead, cluster")
+    ap.add_argument("--groups", default="", help="comma-separated subset of: floor, calls, duel, p16, t2x8, p100, large, overhead, cluster")
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per job (default 240, quick 120)")
     ap.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "default"),
                     help="snakepit's worker start method in this run (PoolConfig.start_method)")

@@ -400,6 +400,82 @@ def group_cluster(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
     return cluster.run(50 if quick else 500, p["n_tasks"] * (10 if quick else 1), 200 if quick else 2000)
 
 
+# The goals compare peers whose jobs run one after another, each at its own minute: on a
+# shared box a peer's rate moves by ±30 % between minutes. ``duel`` runs the goals' peers in
+# one process, their pools alive side by side, and measures them in turns (the order
+# rotating each round), so each ratio compares two figures of the same few seconds.
+DUEL_PEERS = ("snakepit-process", "snakepit-thread", "ProcessPoolExecutor", "multiprocessing.Pool")
+DUEL_LATENCY = ("snakepit-process", "snakepit-thread", "ProcessPoolExecutor")
+DUEL_THROUGHPUT = ("snakepit-process", "snakepit-thread", "multiprocessing.Pool")
+
+
+def group_duel(peer: Any, p: dict, tracker: Tracker) -> dict[str, Any]:
+    """Rounds of the call metrics over every goal peer in turn; per round each figure, and
+    the goals' ratios as the median over rounds of the ratio within a round."""
+    rounds = p.get("duel_rounds", 5)
+    n_lat = max(20, p["n_latency"] // 4)
+    k = p["n_tasks"]
+    peers: dict[str, Any] = {}
+    try:
+        for name in DUEL_PEERS:
+            peers[name] = make_peer(name)
+            peers[name].start(2, threads=p["threads"] if name == "snakepit-thread" else 1)
+            peers[name].first_calls(2, time.monotonic() + 60)
+        tracker.scan()
+
+        def burst(pr: Any, fn: Callable[..., Any]) -> float:
+            t0 = time.perf_counter()
+            futs = [pr.submit(fn) for _ in range(k)]
+            for f in futs:
+                f.result()
+            return k / (time.perf_counter() - t0)
+
+        def mapped(pr: Any) -> float:
+            t0 = time.perf_counter()
+            assert len(pr.map(noop, list(range(k)))) == k
+            return k / (time.perf_counter() - t0)
+
+        per_round: list[dict[str, dict[str, float]]] = []
+        for r in range(rounds):
+            figures: dict[str, dict[str, float]] = {}
+            order = list(DUEL_PEERS[r % len(DUEL_PEERS):] + DUEL_PEERS[:r % len(DUEL_PEERS)])
+            for name in order:
+                pr, f = peers[name], figures.setdefault(name, {})
+                if name in DUEL_LATENCY:
+                    f["noop_p50_us"] = latency(pr.call_noop, n_lat, 50, 5.0)["p50_us"]
+                    f["main_p50_us"] = latency(lambda: pr.submit(main_noop).result(), n_lat, 50, 5.0)["p50_us"]
+                if name in DUEL_THROUGHPUT:
+                    f["submit_tasks_per_s"] = burst(pr, noop)
+                    f["main_tasks_per_s"] = burst(pr, main_noop)
+                    f["map_tasks_per_s"] = max(mapped(pr) for _ in range(3))
+            per_round.append(figures)
+            tracker.scan()
+    finally:
+        for pr in peers.values():
+            pr.stop()
+
+    def ratio(metric: str, a: str, b: str) -> dict[str, Any]:
+        rs = [fig[a][metric] / fig[b][metric] for fig in per_round if fig[b].get(metric)]
+        return {"median": statistics.median(rs), "min": min(rs), "max": max(rs), "rounds": len(rs)}
+
+    sp, th, ppe, mp = DUEL_PEERS
+    return {
+        "rounds": per_round,
+        "n_latency": n_lat,
+        "tasks": k,
+        "ratios": {
+            "submit_p50_vs_ppe": ratio("noop_p50_us", sp, ppe),
+            "main_p50_vs_ppe": ratio("main_p50_us", sp, ppe),
+            "thread_p50_vs_process": ratio("noop_p50_us", th, sp),
+            "thread_main_p50_vs_process": ratio("main_p50_us", th, sp),
+            "submit_tasks_vs_mp": ratio("submit_tasks_per_s", sp, mp),
+            "main_tasks_vs_mp": ratio("main_tasks_per_s", sp, mp),
+            "map_tasks_vs_mp": ratio("map_tasks_per_s", sp, mp),
+            "thread_tasks_vs_process": ratio("submit_tasks_per_s", th, sp),
+        },
+    }
+
+
 GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "calls": group_calls,
     "p16": lambda peer, p, t: group_workers(peer, p, t, p["p16_workers"], 1, gil=True),
@@ -409,6 +485,7 @@ GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "floor": group_floor,
     "large": group_large,
     "cluster": group_cluster,
+    "duel": group_duel,
 }
 
 

@@ -103,6 +103,8 @@ def summarize(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             out["floor"] = m
         elif group == "cluster":
             out["cluster"] = m
+        elif group == "duel":
+            out["duel"] = m
     return out
 
 
@@ -121,6 +123,17 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ov = summary.get("overhead") or {}
     diag = summary.get("diagnostics") or {}
     th = p.get("snakepit-thread", {})
+    # goal -> the same ratio measured with the peers side by side (group "duel"), if it ran
+    duel = (summary.get("duel") or {}).get("ratios") or {}
+    side_by_side = {
+        "no-op submit(fn) p50 vs ProcessPoolExecutor": duel.get("submit_p50_vs_ppe"),
+        "no-op submit(fn) p50, fn in __main__, vs ProcessPoolExecutor": duel.get("main_p50_vs_ppe"),
+        "thread profile submit(fn) p50 vs process profile": duel.get("thread_p50_vs_process"),
+        "20k no-ops, one submit each, fn in __main__, vs multiprocessing.Pool.apply_async": duel.get("main_tasks_vs_mp"),
+        "20k no-ops, one submit each, vs multiprocessing.Pool.apply_async": duel.get("submit_tasks_vs_mp"),
+        "20k no-ops, map default chunking, vs multiprocessing.Pool.map": duel.get("map_tasks_vs_mp"),
+        "thread profile 20k submits, tasks/s vs process profile": duel.get("thread_tasks_vs_process"),
+    }
     rows = [
         ("no-op execute p50 vs ProcessPoolExecutor", "<= 1.0x",
          _ratio(sp.get("execute_p50_us"), ppe.get("noop_p50_us")), lambda r: r <= 1.0),
@@ -134,6 +147,8 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
          _ratio(sp.get("noop_p99_us"), ppe.get("noop_p99_us")), lambda r: r <= 1.5),
         ("thread profile submit(fn) p50 vs process profile", "<= 1.2x",
          _ratio(th.get("noop_p50_us"), sp.get("noop_p50_us")), lambda r: r <= 1.2),
+        ("thread profile 20k submits, tasks/s vs process profile", ">= 0.83x (within 1.2x)",
+         _ratio(th.get("submit_tasks_per_s"), sp.get("submit_tasks_per_s")), lambda r: r >= 1 / 1.2),
         ("20k no-ops, one submit each, fn in __main__, vs multiprocessing.Pool.apply_async", ">= 1.0x",
          _ratio(sp.get("main_tasks_per_s"), mp.get("main_tasks_per_s")), lambda r: r >= 1.0),
         ("20k no-ops, one submit each, vs multiprocessing.Pool.apply_async", ">= 1.0x",
@@ -157,8 +172,12 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     out = []
     for name, target, value, ok in rows:
-        out.append({"goal": name, "target": target, "measured": value,
-                    "met": None if value is None else bool(ok(value))})
+        row = {"goal": name, "target": target, "measured": value,
+               "met": None if value is None else bool(ok(value))}
+        pair = side_by_side.get(name)
+        if pair:
+            row["side_by_side"] = dict(pair, met=bool(ok(pair["median"])))
+        out.append(row)
     return out
 
 
@@ -271,11 +290,22 @@ def markdown(doc: dict[str, Any]) -> str:
                 lines.append(f"| {srv.replace('_', ' ')}: {k.replace('_', ' ')} | {v['p50_us']:.0f} | {v['p99_us']:.0f} |")
         if fl.get("pipe"):
             lines.append(f"| multiprocessing pipe ping-pong | {fl['pipe']['p50_us']:.0f} | {fl['pipe']['p99_us']:.0f} |")
-    lines += ["", "### Goals (issue 7)", "", "| goal | target | measured | met |", "|---|---|---|---|"]
+    duel = summary.get("duel")
+    lines += ["", "### Goals (issue 7)", ""]
+    if duel:
+        lines += [f"\"side by side\": the same ratio from the `duel` job, where the goals' peers ran in one "
+                  f"process, pools alive together, measured in turns ({len(duel['rounds'])} rounds, order "
+                  f"rotating; {duel['n_latency']} calls per latency, {duel['tasks']} tasks per burst): median of "
+                  "the per-round ratios [lowest–highest]. The separate jobs' ratio compares figures taken "
+                  "minutes apart.", ""]
+    lines += ["| goal | target | measured | met | side by side | met |", "|---|---|---|---|---|---|"]
     for g in doc["goals"]:
         v = g["measured"]
+        pair = g.get("side_by_side")
+        pair_cell = (f"{pair['median']:.2f} [{pair['min']:.2f}–{pair['max']:.2f}] | {'yes' if pair['met'] else 'NO'}"
+                     if pair else "– | –")
         lines.append(f"| {g['goal']} | {g['target']} | {_fmt('{:.2f}', v)} | "
-                     f"{'–' if g['met'] is None else ('yes' if g['met'] else 'NO')} |")
+                     f"{'–' if g['met'] is None else ('yes' if g['met'] else 'NO')} | {pair_cell} |")
     if summary["failures"]:
         lines += ["", "### Failures", ""]
         for f in summary["failures"]:

@@ -47,6 +47,11 @@ def _check_common(doc: dict) -> None:
     assert {g["goal"] for g in doc["goals"]} >= {"idle process-worker USS (MB)", "100 workers ready (s)"}
     assert any(g["peer"] == "snakepit-thread" for g in doc["summary"]["gil"])
     assert doc["summary"]["floor"]["pipe"]["p50_us"] > 0
+    duel = doc["summary"]["duel"]  # the goals' peers side by side, in turns
+    assert len(duel["rounds"]) == 5 and all(set(r) == set(duel["rounds"][0]) for r in duel["rounds"])
+    thread_vs_process = next(g for g in doc["goals"] if g["goal"] == "thread profile submit(fn) p50 vs process profile")
+    assert thread_vs_process["side_by_side"]["rounds"] == 5
+    assert thread_vs_process["side_by_side"]["min"] <= thread_vs_process["side_by_side"]["median"]
 
 
 def test_quick_bench_writes_results(tmp_path):

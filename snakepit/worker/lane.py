@@ -143,10 +143,7 @@ class LaneSession:
                 return None
             self._queue_readers += 1
         try:
-            try:  # a request already waiting is taken by the thread that is running anyway
-                message = self.queue.recv(framing.QUEUE_MESSAGE_BYTES + 1, socket.MSG_DONTWAIT)  # type: ignore[union-attr]
-            except BlockingIOError:
-                message = self.queue.recv(framing.QUEUE_MESSAGE_BYTES + 1)  # type: ignore[union-attr]
+            message = self.queue.recv(framing.QUEUE_MESSAGE_BYTES + 1)  # type: ignore[union-attr]
             if not message:
                 raise EOFError("the manager closed the lane")
             if message == framing.ON_STREAM:
