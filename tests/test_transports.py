@@ -344,6 +344,53 @@ def test_a_garbage_queue_message_closes_the_lane_and_the_pool_replaces_the_worke
     assert pool.execute("echo", {"fresh": 1}) == {"fresh": 1}
 
 
+def test_a_thread_worker_under_mixed_traffic_answers_every_call_and_keeps_serving(pools):
+    """Callers on several threads at once: small and queue-limit-sized arguments, sleeps
+    that are cancelled or time out, all pipelined to one thread worker; every call ends as
+    it should and no descriptor piles up in the worker."""
+    import psutil
+
+    pool = pools("tr-q-mixed", pool_size=1, profile="thread", threads_per_worker=4, pipeline_depth=4)
+    worker = psutil.Process(pool.list_workers()[0].pid)
+    fds_before = worker.num_fds()
+    limit = framing.QUEUE_MESSAGE_BYTES
+    failures: list[str] = []
+
+    def caller(seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(40):
+            kind = rng.choice(["small", "big", "cancel", "timeout"])
+            try:
+                if kind == "small":
+                    assert pool.execute("echo", {"k": seed, "i": i}) == {"k": seed, "i": i}
+                elif kind == "big":
+                    blob = os.urandom(rng.choice([limit - 100, limit + 100, 2 * limit]))
+                    assert pool.submit(_blob_back, blob).result(30) == blob[::-1]
+                elif kind == "cancel":
+                    fut = pool.submit_command("sleep", {"seconds": 5})  # cancellable in a thread
+                    time.sleep(rng.random() * 0.02)
+                    fut.cancel()
+                    try:
+                        fut.result(30)
+                    except Exception:  # noqa: BLE001 - cancelled (or interrupted in the worker)
+                        pass
+                else:
+                    with pytest.raises(snakepit.RequestTimeoutError):
+                        pool.execute("sleep", {"seconds": 5}, timeout=0.05)
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(f"{kind}: {exc!r}")
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    assert not failures, failures[:5]
+    assert [w.pid for w in pool.list_workers()] == [worker.pid], "the worker was replaced"
+    assert pool.execute("echo", {"after": True}) == {"after": True}
+    assert worker.num_fds() <= fds_before + 2
+
+
 def test_a_lane_that_does_not_start_like_one_is_refused():
     def start(data: bytes, fds: list[int]) -> socket.socket | None:
         a, b = _pair()
@@ -359,6 +406,7 @@ def test_a_lane_that_does_not_start_like_one_is_refused():
     q1, q2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     queue = start(framing.HELLO_QUEUE, [q2.fileno()])
     assert queue is not None and queue.type == socket.SOCK_SEQPACKET
+    assert not queue.get_inheritable()
     queue.close()
     stream1, stream2 = _pair()
     before = len(os.listdir("/proc/self/fd"))

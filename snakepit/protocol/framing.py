@@ -63,6 +63,8 @@ def receive_hello(sock: socket.socket) -> socket.socket | None:
     that is not a snakepit lane's start (the socket's timeout applies)."""
     data, fds, flags, _ = socket.recv_fds(sock, 1, 1)
     received = [socket.socket(fileno=fd) for fd in fds]  # owned at once: none can leak
+    for sock_ in received:
+        sock_.set_inheritable(False)  # SCM_RIGHTS delivers it inheritable: no exec'd child may keep it
     if data == HELLO_STREAM and not received:
         return None
     if data == HELLO_QUEUE and len(received) == 1 and not flags & socket.MSG_CTRUNC:
