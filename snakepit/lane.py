@@ -170,12 +170,7 @@ class LaneConnection(WorkerConnection):
                 return
 
     def _shut(self) -> None:
-        for sock in (self._sock, self._queue):
-            try:
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        framing.shut_down(self._sock, self._queue)
 
     def cancel(self, request_id: int) -> None:
         """Cancel on the gRPC channel: the worker's request threads read the lane only

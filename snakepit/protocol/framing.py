@@ -48,6 +48,18 @@ class FrameTooLargeError(ValueError):
     """A peer announced a message larger than the agreed maximum: the lane is not trusted on."""
 
 
+def shut_down(*socks: socket.socket | None) -> None:
+    """Shut both directions of each socket given (``None`` skipped): whoever waits on one
+    returns at once (EOF); errors (already shut, closed) are ignored."""
+    for sock in socks:
+        if sock is None:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def send_hello(sock: socket.socket, queue: socket.socket | None) -> None:
     """(worker) Start a lane connection: say where requests come from, with the manager's
     end of the request queue when there is one (passed over the socket, SCM_RIGHTS)."""

@@ -204,12 +204,7 @@ class LaneSession:
                 return
             self._closed = True
             idle_queue = self.queue is not None and not self._queue_readers
-        for sock in (self.sock, self.queue):
-            try:
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        framing.shut_down(self.sock, self.queue)
         if self.queue is None:
             self.service.runner.submit(self._release)  # a thread waiting on the lane looks again
         elif idle_queue:
