@@ -215,6 +215,5 @@ class LaneSession:
             self.sock.close()
 
     def _close_sockets(self) -> None:
-        with self.read_lock:
-            self.sock.close()
+        self._release()
         self.queue.close()  # type: ignore[union-attr]
