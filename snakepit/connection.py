@@ -74,8 +74,10 @@ class WorkerConnection:
         """Open the request/reply stream that ``send`` writes to and ``_read`` reads."""
         self._call = self.stub.Dispatch(self._requests(), metadata=self.metadata)
 
-    def send(self, request: pb.Request) -> None:
-        """Queue a request on the stream (never blocks)."""
+    def send(self, request: pb.Request, batchable: bool = False) -> None:
+        """Queue a request on the stream (never blocks). ``batchable``: it may run after
+        others on one worker thread (see ``LaneConnection.send``); the gRPC stream batches
+        whatever waits to leave anyway, and the worker fans a batch out to its threads."""
         self._outbox.put(request)
 
     def cancel(self, request_id: int) -> None:

@@ -391,6 +391,97 @@ def test_a_thread_worker_under_mixed_traffic_answers_every_call_and_keeps_servin
     assert worker.num_fds() <= fds_before + 2
 
 
+def _nap(seconds: float, marker: str | None = None) -> tuple[int, float, float]:
+    start = time.time()
+    if marker:
+        _touch(marker)
+    time.sleep(seconds)
+    return threading.get_ident(), start, time.time()
+
+
+def _corked_calls(pool, calls: list[tuple]) -> list:
+    """Submit ``calls`` while the worker's lane is corked (as when the pool's reader sends the
+    calls that replies read together set free), then let them leave."""
+    conn = _connections(pool)[0]
+    with conn._write_lock:
+        conn._corked = []
+    try:
+        return [pool.submit(_nap, *args) for args in calls]
+    finally:
+        conn._uncork()
+
+
+def _busy_thread_worker(pools, name: str, learn: bool):
+    """One thread worker with both threads asleep for 0.5 s, ``_nap`` learnt fast or not."""
+    pool = pools(name, pool_size=1, profile="thread", threads_per_worker=2, pipeline_depth=8)
+    if learn:  # the first call imports this module in the worker: its time fades from the average
+        for _ in range(60):
+            pool.submit(_nap, 0).result(30)
+    blockers = [pool.submit_command("sleep", {"seconds": 0.5}) for _ in range(2)]
+    time.sleep(0.1)
+    return pool, blockers
+
+
+def test_quick_pipelined_calls_corked_together_reach_a_thread_worker_as_one_batch(pools, tmp_path):
+    """Calls the pool sent ahead to a busy thread worker, of a kind seen to finish fast, leave
+    together as one batch message: one request thread takes it and runs them in turn (one
+    wake, not one a call). A cancel reaches one still waiting in the batch, even after a
+    later request has run on another thread."""
+    pool, blockers = _busy_thread_worker(pools, "tr-q-batch", learn=True)
+    marker = tmp_path / "cancelled-one-ran"
+    futures = _corked_calls(pool, [(0.4,), (0,), (0, str(marker)), (0,)])
+    assert all(c.waiting for c in pool.worker_records()[0].waiting) and len(pool.worker_records()[0].waiting) == 4
+    time.sleep(0.6)  # the blockers are done: the batch's first call runs, the others wait behind it
+    assert pool.execute("echo", {"beside": 1}) == {"beside": 1}  # on the other thread, a later request id
+    assert futures[2].cancel()
+    spans = [futures[i].result(30) for i in (0, 1, 3)]
+    for blocker in blockers:
+        blocker.result(30)
+    assert len({ident for ident, _, _ in spans}) == 1, f"the batch was split over threads: {spans}"
+    assert spans[0][2] <= spans[1][1] <= spans[2][1], f"not run in turn: {spans}"
+    assert not marker.exists(), "a call cancelled while waiting in its batch ran"
+    assert pool.execute("echo", {"after": 1}) == {"after": 1}
+    assert pool.worker_records()[0].load == 0
+
+
+def test_pipelined_calls_not_known_to_be_quick_are_never_batched(pools):
+    """The same corked send of calls the pool has not seen finish fast: one message each, so
+    a thread worker still runs them side by side."""
+    pool, blockers = _busy_thread_worker(pools, "tr-q-nobatch", learn=False)
+    futures = _corked_calls(pool, [(0.4,), (0.4,)])
+    spans = [f.result(30) for f in futures]
+    for blocker in blockers:
+        blocker.result(30)
+    assert max(start for _, start, _ in spans) < min(end for _, _, end in spans), f"they ran one after another: {spans}"
+
+
+def test_batches_fit_the_queue_and_keep_every_request_in_order():
+    from snakepit.lane import _batches
+    from snakepit.protocol import codec
+    from snakepit.protocol import worker_pb2 as pb
+
+    assert _batches([]) == []
+    one = pb.Request(request_id=7, command="echo").SerializeToString()
+    assert _batches([one]) == [one]  # a lone request travels as itself
+    sizes = [10, 16 * 1024, 30, 16 * 1024, 16 * 1024, 16 * 1024, 5] + [1] * 300
+    requests = [pb.Request(request_id=i + 1, command="echo", payload=b"x" * n).SerializeToString()
+                for i, n in enumerate(sizes)]
+    messages = _batches(requests)
+    assert len(messages) > 2
+    assert all(len(m) <= framing.QUEUE_MESSAGE_BYTES for m in messages)
+    back = []
+    for message in messages:
+        outer = pb.Request.FromString(message)
+        if outer.request_id == 0:
+            assert outer.command == codec.BATCH_COMMAND
+            inner = codec.unpack(outer.payload)
+            assert len(inner) <= codec.BATCH_MAX_ITEMS
+            back.extend(inner)
+        else:
+            back.append(message)
+    assert back == requests
+
+
 def test_a_lane_that_does_not_start_like_one_is_refused():
     def start(data: bytes, fds: list[int]) -> socket.socket | None:
         a, b = _pair()

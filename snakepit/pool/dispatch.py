@@ -115,6 +115,12 @@ class DispatchMixin:
             return 0
         return max(1, min(self.AUTO_PIPELINE_MAX_DEPTH, int(self.AUTO_PIPELINE_WAIT_US / max(expected_us, 1.0))))
 
+    def _learnt_fast(self, call: _Call) -> bool:
+        """(lock held) Have calls like ``call`` been seen to finish as fast as automatic
+        pipelining asks? Then a worker may run it after others of its batch, on one thread."""
+        learnt = self._durations.get(call.key)
+        return learnt is not None and learnt[1] >= 2 and learnt[0] * call.n_items <= self.AUTO_PIPELINE_MAX_US
+
     def learnt_duration_us(self, key: Any) -> float | None:
         """The learnt worker-side duration of one call (or one map item) of this kind, in µs."""
         learnt = self._durations.get(key)
@@ -216,7 +222,7 @@ class DispatchMixin:
         request = call.to_request()
         by_hash_only = call.function is not None and not functions.attach(request, call.function,
                                                                            worker.functions_sent)
-        conn.send(request)
+        conn.send(request, call.waiting and self._learnt_fast(call))
         if by_hash_only:
             return  # the call keeps payload and function until the reply: the worker may need them again
         call.payload = b""  # on its way: the call no longer holds the arguments

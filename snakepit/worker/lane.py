@@ -31,7 +31,7 @@ import socket
 import threading
 from typing import Any
 
-from ..protocol import bulk, framing
+from ..protocol import bulk, codec, framing
 from ..protocol import worker_pb2 as pb
 from .server import WorkerService
 
@@ -167,11 +167,16 @@ class LaneSession:
         """Run the request in ``frame`` on this thread (a cancel: at once)."""
         try:
             req = pb.Request.FromString(frame)
+            batch = None
+            if req.request_id == 0 and req.command == codec.BATCH_COMMAND:
+                batch = [pb.Request.FromString(raw) for raw in codec.unpack(req.payload)]
         except Exception:  # noqa: BLE001 - not our protocol: the lane is not trusted on
             log.debug("lane closed: an unreadable message", exc_info=True)
             self.close()
             return
-        if req.cancel:
+        if batch is not None:  # pipelined requests, run here in turn (see snakepit/lane.py)
+            self.service.run_requests(batch, self.send)
+        elif req.cancel:
             self.service.cancel(req.request_id)
         else:
             self.service.run_request(req, self.send)

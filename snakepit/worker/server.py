@@ -98,6 +98,24 @@ class WorkerService(pb_grpc.WorkerServicer):
         if ctx is not None:
             self._run(req, ctx, send, req.stream, queued=False)
 
+    def run_requests(self, reqs: list[pb.Request], send: Send) -> None:
+        """Run ``reqs`` one after another on this thread (a batch of requests the manager
+        pipelined to a thread worker's lane). All are admitted first, as waiting requests:
+        a cancel answers a waiting one at once, whichever thread reads it."""
+        admitted = []
+        for req in reqs:
+            if req.cancel:
+                self.cancel(req.request_id)
+                continue
+            ctx = self._admit(req, send, stream=req.stream, queued=True)
+            if ctx is not None:
+                admitted.append((req, ctx))
+        for req, ctx in admitted:
+            try:
+                self._run(req, ctx, send, req.stream, queued=True)
+            except BaseException:  # noqa: BLE001 - a late interrupt meant for the request before
+                log.debug("interrupt between requests ignored", exc_info=True)
+
     def _admit(self, req: pb.Request, send: Send, *, stream: bool, queued: bool) -> RequestContext | None:
         rid = req.request_id
         deadline = time.monotonic() + req.timeout_s if req.timeout_s > 0 else None
