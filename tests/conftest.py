@@ -57,8 +57,18 @@ def check_leaks(request):
         f"worker processes left behind: {[c.pid for c in _snakepit_children()]}"
     )
     assert _wait_until(lambda: not _snakepit_threads(), 10.0), (
-        f"snakepit threads left behind: {sorted(_snakepit_threads())}"
+        f"snakepit threads left behind: {sorted(_snakepit_threads())}\n{_stacks(_snakepit_threads())}"
     )
+
+
+def _stacks(names: set[str]) -> str:
+    """Where each named thread is (to tell a leak's cause)."""
+    import sys
+    import traceback
+
+    frames = sys._current_frames()
+    return "\n".join(f"--- {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+                     for t in threading.enumerate() if t.name in names and t.ident in frames)
 
 
 @pytest.fixture

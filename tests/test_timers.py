@@ -113,3 +113,17 @@ def test_many_calls_with_long_timeouts_keep_memory_bounded():
         assert grown_mb < 120, f"kernel grew {grown_mb:.0f} MB over 200 calls"
     finally:
         snakepit.stop_pool("t-timer-mem")
+
+
+def test_a_timer_starts_its_thread_at_its_first_deadline_and_stops_either_way():
+    """A pool interrupted before it first needs its timer must leave no thread behind."""
+    unused = _Timer("t-unused")
+    assert not any(t.name == "snakepit-t-unused-timer" for t in threading.enumerate())
+    unused.stop()
+    used = _Timer("t-used")
+    fired = threading.Event()
+    used.call_later(0.01, fired.set)
+    assert fired.wait(10)
+    assert used._thread.is_alive()
+    used.stop()
+    assert not used._thread.is_alive()

@@ -58,7 +58,10 @@ class _TimerHandle:
 
 
 class _Timer:
-    """Runs callbacks at deadlines on one thread."""
+    """Runs callbacks at deadlines on one thread, started by the first ``call_later``.
+
+    Creating one starts nothing: a pool interrupted (Ctrl-C) between making its timer and
+    the start-up code that would stop it leaves no thread behind."""
 
     def __init__(self, name: str) -> None:
         self._heap: list[tuple[float, int, _TimerHandle]] = []
@@ -67,7 +70,7 @@ class _Timer:
         self._cancelled = 0
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"snakepit-{name}-timer", daemon=True)
-        start_thread(self._thread)
+        self._started = False
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> _TimerHandle:
         """Call ``fn()`` in ``delay`` seconds (never, for ``inf``); ``cancel()`` the handle to drop it."""
@@ -79,7 +82,10 @@ class _Timer:
         deadline = time.monotonic() + min(max(0.0, delay), MAX_DELAY_S)
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._seq), handle))
-            if self._heap[0][2] is handle:
+            if not self._started and not self._stopped:
+                self._started = True  # set first: stop() joins a thread that may have started
+                start_thread(self._thread)
+            elif self._heap[0][2] is handle:
                 self._cond.notify()
         return handle
 
@@ -124,5 +130,8 @@ class _Timer:
             self._stopped = True
             self._heap.clear()
             self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2.0)
+        if self._started and threading.current_thread() is not self._thread:
+            try:
+                self._thread.join(timeout=2.0)
+            except RuntimeError:  # its start was interrupted before the thread ran
+                pass
