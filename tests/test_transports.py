@@ -493,18 +493,24 @@ def test_a_lane_that_does_not_start_like_one_is_refused():
             a.close()
             b.close()
 
-    assert start(framing.HELLO_STREAM, []) is None
+    version = bytes([framing.LANE_VERSION])
+    assert start(framing.HELLO_STREAM + version, []) is None
     q1, q2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    queue = start(framing.HELLO_QUEUE, [q2.fileno()])
+    queue = start(framing.HELLO_QUEUE + version, [q2.fileno()])
     assert queue is not None and queue.type == socket.SOCK_SEQPACKET
     assert not queue.get_inheritable()
     queue.close()
     stream1, stream2 = _pair()
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(ConnectionError, match="not a snakepit lane"):
-        start(framing.HELLO_QUEUE, [stream2.fileno()])  # a queue must be a SOCK_SEQPACKET socket
+        start(framing.HELLO_QUEUE + version, [stream2.fileno()])  # a queue must be a SOCK_SEQPACKET socket
     with pytest.raises(ConnectionError, match="not a snakepit lane"):
-        start(framing.HELLO_QUEUE, [])
+        start(framing.HELLO_QUEUE + version, [])
+    # another release's worker: its version named, its descriptor not kept
+    with pytest.raises(ConnectionError, match="speaks version 1 .*another snakepit release"):
+        start(framing.HELLO_QUEUE, [q2.fileno()])
+    with pytest.raises(ConnectionError, match="speaks version 9, this manager version"):
+        start(framing.HELLO_STREAM + bytes([9]), [])
     with pytest.raises(ConnectionError, match="not a snakepit lane"):
         start(b"X", [q2.fileno()])
     assert len(os.listdir("/proc/self/fd")) == before, "a descriptor that came with a bad start was kept"

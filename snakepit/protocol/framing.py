@@ -10,9 +10,9 @@ Reading is buffered: one ``recv`` takes every message already waiting, so a burs
 messages costs one system call, not one per message (the batching the gRPC stream needs
 ``codec.BATCH_COMMAND`` for comes free here, and a lone message waits for nothing).
 
-The connection starts with one byte from the worker (:func:`send_hello`): ``S`` when its
+The connection starts with two bytes from the worker (:func:`send_hello`): ``S`` when its
 requests come on this stream, ``Q`` when they come on a request queue whose socket travels
-with that byte. A thread-profile worker has a queue: a ``SOCK_SEQPACKET`` socket pair, one
+with them; then :data:`LANE_VERSION`. A thread-profile worker has a queue: a ``SOCK_SEQPACKET`` socket pair, one
 ``Request`` per message, which all its request threads wait on at once; the kernel hands
 each message to exactly one of them, so the thread that will run a request is the one woken
 for it, and no thread wakes another to take its turn at reading (the cost of reading a
@@ -37,6 +37,10 @@ QUEUE_MESSAGE_BYTES = 64 * 1024  # the largest request a queue message carries i
 ON_STREAM = b"\xff"  # a queue message meaning "the next request is on the stream" (not a protobuf)
 HELLO_STREAM = b"S"
 HELLO_QUEUE = b"Q"
+# The lane's wire version, the hello's second byte: raised when the lane's messages change
+# meaning (version 2: batch queue messages), so that a manager and workers of different
+# snakepit releases say so instead of misreading each other.
+LANE_VERSION = 2
 
 
 def lane_path(socket_path: str) -> str:
@@ -63,23 +67,32 @@ def shut_down(*socks: socket.socket | None) -> None:
 def send_hello(sock: socket.socket, queue: socket.socket | None) -> None:
     """(worker) Start a lane connection: say where requests come from, with the manager's
     end of the request queue when there is one (passed over the socket, SCM_RIGHTS)."""
+    version = bytes([LANE_VERSION])
     if queue is None:
-        sock.sendall(HELLO_STREAM)
+        sock.sendall(HELLO_STREAM + version)
     else:
-        socket.send_fds(sock, [HELLO_QUEUE], [queue.fileno()])
+        socket.send_fds(sock, [HELLO_QUEUE + version], [queue.fileno()])
 
 
 def receive_hello(sock: socket.socket) -> socket.socket | None:
     """(manager) Read the worker's first byte: the request queue's socket to write requests
     to, or ``None`` when they go on ``sock`` itself. Raises ``ConnectionError`` for anything
-    that is not a snakepit lane's start (the socket's timeout applies)."""
-    data, fds, flags, _ = socket.recv_fds(sock, 1, 1)
+    that is not a snakepit lane's start, or is another version's (the socket's timeout applies)."""
+    data, fds, flags, _ = socket.recv_fds(sock, 2, 1)
     received = [socket.socket(fileno=fd) for fd in fds]  # owned at once: none can leak
     for sock_ in received:
         sock_.set_inheritable(False)  # SCM_RIGHTS delivers it inheritable: no exec'd child may keep it
-    if data == HELLO_STREAM and not received:
+    kind, version = data[:1], data[1:]
+    if kind in (HELLO_STREAM, HELLO_QUEUE) and version != bytes([LANE_VERSION]):
+        for extra in received:
+            extra.close()
+        theirs = f"version {version[0]}" if version else "version 1 (snakepit before lane versions)"
+        raise ConnectionError(
+            f"the worker's lane speaks {theirs}, this manager version {LANE_VERSION}: the workers' "
+            "python has another snakepit release installed than the manager's")
+    if kind == HELLO_STREAM and not received:
         return None
-    if data == HELLO_QUEUE and len(received) == 1 and not flags & socket.MSG_CTRUNC:
+    if kind == HELLO_QUEUE and len(received) == 1 and not flags & socket.MSG_CTRUNC:
         queue = received[0]
         if queue.family == socket.AF_UNIX and queue.type == socket.SOCK_SEQPACKET:
             return queue
