@@ -9,8 +9,9 @@ and C-core), and the reply is read by one thread of ours straight from the socke
 
 A thread-profile worker takes its requests on a request queue instead of the stream (a
 ``SOCK_SEQPACKET`` socket it passes over at connect, :func:`~snakepit.protocol.framing.receive_hello`):
-one message a request, which wakes exactly one of its request threads. Replies always come
-back on the stream.
+one message a request, which wakes exactly one of its request threads; quick calls the pool
+pipelined, corked together, as one batch message that one thread runs in turn (``send``).
+Replies always come back on the stream.
 
 Which pools use it: ``PoolConfig.transport`` (``"lane"`` by default for local workers;
 ``"grpc"`` keeps the gRPC stream). Cluster workers always use gRPC.

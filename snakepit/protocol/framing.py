@@ -75,7 +75,7 @@ def send_hello(sock: socket.socket, queue: socket.socket | None) -> None:
 
 
 def receive_hello(sock: socket.socket) -> socket.socket | None:
-    """(manager) Read the worker's first byte: the request queue's socket to write requests
+    """(manager) Read the worker's hello: the request queue's socket to write requests
     to, or ``None`` when they go on ``sock`` itself. Raises ``ConnectionError`` for anything
     that is not a snakepit lane's start, or is another version's (the socket's timeout applies)."""
     data, fds, flags, _ = socket.recv_fds(sock, 2, 1)

@@ -13,8 +13,9 @@ Compared with the gRPC Dispatch stream, a request skips gRPC's threads and the a
 loop, and no thread hands it to another: the thread that will run it reads it, and writes
 the reply. The main thread reads the stream itself; a thread worker's N threads all wait
 on its request queue (a ``SOCK_SEQPACKET`` pair whose other end goes to the manager with
-the connection's first byte, :func:`snakepit.protocol.framing.send_hello`), and the kernel
-gives each request to exactly one of them. A thread busy
+the connection's hello, :func:`snakepit.protocol.framing.send_hello`), and the kernel
+gives each request to exactly one of them (a batch of quick pipelined requests: one thread
+runs them in turn, :meth:`WorkerService.run_requests`). A thread busy
 with a request reads nothing: cancels arrive on gRPC, whose loop thread is always free.
 Nothing here waits for the manager to read, except a thread writing its reply: the
 manager's reader never blocks (its writes that do not fit wait in its backlog), so a full
