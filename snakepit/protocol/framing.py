@@ -12,8 +12,9 @@ messages costs one system call, not one per message (the batching the gRPC strea
 
 The connection starts with two bytes from the worker (:func:`send_hello`): ``S`` when its
 requests come on this stream, ``Q`` when they come on a request queue whose socket travels
-with them; then :data:`LANE_VERSION`. A thread-profile worker has a queue: a ``SOCK_SEQPACKET`` socket pair, one
-``Request`` per message, which all its request threads wait on at once; the kernel hands
+with them; then :data:`LANE_VERSION`. A thread-profile worker has a queue: a
+``SOCK_SEQPACKET`` socket pair, one ``Request`` per message (or one batch of quick pipelined
+requests, ``codec.BATCH_COMMAND``), which all its request threads wait on at once; the kernel hands
 each message to exactly one of them, so the thread that will run a request is the one woken
 for it, and no thread wakes another to take its turn at reading (the cost of reading a
 stream in turns: see docs/performance.md, "Thread profile: a request queue"). A request too
