@@ -246,6 +246,28 @@ def test_a_cancel_that_overtakes_its_request_is_answered_on_arrival(pools, tmp_p
     assert pool.worker_records()[0].load == 0
 
 
+def test_a_cancel_of_a_request_another_thread_overtook_is_still_answered_on_arrival(tmp_path):
+    """Two request threads take requests 7 and 8 off a thread worker's queue; 8 is admitted
+    first. A cancel of 7 arriving then must not be taken for one of a finished request."""
+    from snakepit.protocol import codec
+    from snakepit.protocol import worker_pb2 as pb
+    from snakepit.worker.__main__ import _InlineRunner
+    from snakepit.worker.builtin import DefaultAdapter
+    from snakepit.worker.server import WorkerService
+
+    service = WorkerService(DefaultAdapter(), worker_id="t-overtaken", capacity=2, max_message_bytes=1 << 20,
+                            runner=_InlineRunner(), on_shutdown=lambda: None)  # type: ignore[arg-type]
+    replies: list = []
+    marker = tmp_path / "ran"
+    touch = {"fn": _touch, "args": (str(marker),), "kwargs": {}}
+    service.run_request(pb.Request(request_id=8, command="echo", payload=codec.dumps({"x": 8}, "args")), replies.append)
+    assert not service.cancel(7)
+    service.run_request(pb.Request(request_id=7, command="call", payload=codec.dumps(touch, "args")), replies.append)
+    assert [r.request_id for r in replies] == [8, 7]
+    assert replies[1].kind == pb.Reply.ERROR and replies[1].error.code == codec.CANCELLED
+    assert not marker.exists(), "a cancelled request ran"
+
+
 def _timed_sleep(seconds: float) -> tuple[float, float]:
     start = time.time()
     time.sleep(seconds)

@@ -45,6 +45,7 @@ from .adapter import Adapter, Cancelled, RequestContext, _set_current
 from .runner import RequestRunner
 
 log = logging.getLogger("snakepit.worker")
+_EARLY_CANCELS_KEPT = 4096  # far more than the pool ever sends ahead to one worker
 
 Send = Callable[[pb.Reply], None]
 
@@ -75,10 +76,11 @@ class WorkerService(pb_grpc.WorkerServicer):
         # cancel answers them at once instead of after the request ahead of them (issue 7:
         # the manager may pipeline several requests to one worker).
         self._queued: dict[int, Send] = {}
-        # Cancels of requests not read yet (on the lane a cancel travels on gRPC and may
-        # overtake its request): answered the moment they arrive. Oldest dropped first.
+        # Cancels of requests not running here (on the lane a cancel travels on gRPC and may
+        # overtake its request): answered the moment they arrive. A cancel of one that has
+        # finished is kept too (the pool never reuses an id), since "finished" cannot be told
+        # from "read by another thread, not admitted yet". Oldest dropped first.
         self._cancelled_early: dict[int, None] = {}
-        self._highest_request_id = 0
         self._lock = threading.Lock()
         self._draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -123,8 +125,6 @@ class WorkerService(pb_grpc.WorkerServicer):
         if stream:
             ctx.emit = lambda value: send(self._chunk(rid, value))
         with self._lock:
-            if rid > self._highest_request_id:
-                self._highest_request_id = rid
             early = rid in self._cancelled_early
             if early:
                 del self._cancelled_early[rid]
@@ -242,10 +242,9 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._lock:
             ctx = self._in_flight.get(request_id)
             if ctx is None:
-                if request_id > self._highest_request_id:  # not read yet: answered on arrival
-                    self._cancelled_early[request_id] = None
-                    if len(self._cancelled_early) > 4096:
-                        del self._cancelled_early[next(iter(self._cancelled_early))]
+                self._cancelled_early[request_id] = None  # answered on arrival, if it comes
+                if len(self._cancelled_early) > _EARLY_CANCELS_KEPT:
+                    del self._cancelled_early[next(iter(self._cancelled_early))]
                 return False
             ctx.cancel()
             send = self._queued.pop(request_id, None)
