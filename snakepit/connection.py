@@ -116,8 +116,7 @@ class WorkerConnection:
             if len(batch) == 1:
                 yield first
             else:
-                yield pb.Request(request_id=0, command=codec.BATCH_COMMAND,
-                                 payload=codec.pack([r.SerializeToString() for r in batch]))
+                yield codec.batch_request([r.SerializeToString() for r in batch])
 
     def _read(self) -> None:
         error: BaseException | None = None

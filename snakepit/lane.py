@@ -264,7 +264,7 @@ def _batches(messages: list[bytes]) -> list[bytes]:
 def _batch(group: list[bytes]) -> bytes:
     if len(group) == 1:
         return group[0]
-    return pb.Request(request_id=0, command=codec.BATCH_COMMAND, payload=codec.pack(group)).SerializeToString()
+    return codec.batch_request(group).SerializeToString()
 
 
 def connect(target: str, lane_path: str | None, **kwargs: Any) -> WorkerConnection:

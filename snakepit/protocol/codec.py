@@ -189,3 +189,16 @@ def unpack(data: bytes) -> list[bytes]:
         out.append(bytes(view[pos:pos + n]))
         pos += n
     return out
+
+
+def batch_request(messages: list[bytes]) -> pb.Request:
+    """One Request carrying the serialized requests ``messages`` (a batch, see above)."""
+    return pb.Request(request_id=0, command=BATCH_COMMAND, payload=pack(messages))
+
+
+def batched_requests(req: pb.Request) -> list[pb.Request] | None:
+    """The requests the batch ``req`` carries, in order; ``None`` when it is not a batch."""
+    if req.request_id != 0 or req.command != BATCH_COMMAND:
+        return None
+    parse = pb.Request.FromString
+    return [parse(raw) for raw in unpack(req.payload)]

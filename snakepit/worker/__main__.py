@@ -151,8 +151,7 @@ async def _warm_up_service(loop) -> None:  # type: ignore[no-untyped-def]
 
     async def requests():  # type: ignore[no-untyped-def]
         yield pb.Request(request_id=1, command="ping", payload=codec.dumps({}, "warm-up"))
-        yield pb.Request(request_id=0, command=codec.BATCH_COMMAND,
-                         payload=codec.pack([r.SerializeToString() for r in batch]))
+        yield codec.batch_request([r.SerializeToString() for r in batch])
         await answered.wait()
 
     task = asyncio.ensure_future(service.Dispatch(requests(), Context()))

@@ -168,9 +168,7 @@ class LaneSession:
         """Run the request in ``frame`` on this thread (a cancel: at once)."""
         try:
             req = pb.Request.FromString(frame)
-            batch = None
-            if req.request_id == 0 and req.command == codec.BATCH_COMMAND:
-                batch = [pb.Request.FromString(raw) for raw in codec.unpack(req.payload)]
+            batch = codec.batched_requests(req)
         except Exception:  # noqa: BLE001 - not our protocol: the lane is not trusted on
             log.debug("lane closed: an unreadable message", exc_info=True)
             self.close()

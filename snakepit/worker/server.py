@@ -285,8 +285,7 @@ class WorkerService(pb_grpc.WorkerServicer):
                 except RuntimeError:  # the loop is closed: the stream is gone anyway
                     pass
 
-        batch_command = codec.BATCH_COMMAND
-        parse = pb.Request.FromString
+        batched_requests = codec.batched_requests
 
         def handle(req: pb.Request) -> None:
             if req.cancel:
@@ -297,9 +296,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         async def pump() -> None:
             try:
                 async for req in request_iterator:
-                    if req.request_id == 0 and req.command == batch_command:
-                        for raw in codec.unpack(req.payload):
-                            handle(parse(raw))
+                    batch = batched_requests(req)
+                    if batch is not None:
+                        for item in batch:
+                            handle(item)
                     else:
                         handle(req)
             finally:
