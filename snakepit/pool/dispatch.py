@@ -107,19 +107,20 @@ class DispatchMixin:
         depth = self.config.pipeline_depth
         if depth is not None:
             return depth
-        learnt = self._durations.get(call.key)
-        if learnt is None or learnt[1] < 2:
-            return 0
-        expected_us = learnt[0] * call.n_items
-        if expected_us > self.AUTO_PIPELINE_MAX_US:
+        expected_us = self._learnt_quick_us(call)
+        if expected_us is None:
             return 0
         return max(1, min(self.AUTO_PIPELINE_MAX_DEPTH, int(self.AUTO_PIPELINE_WAIT_US / max(expected_us, 1.0))))
 
-    def _learnt_fast(self, call: _Call) -> bool:
-        """(lock held) Have calls like ``call`` been seen to finish as fast as automatic
-        pipelining asks? Then a worker may run it after others of its batch, on one thread."""
+    def _learnt_quick_us(self, call: _Call) -> float | None:
+        """(lock held) The learnt worker-side time of ``call`` (µs) when calls like it have
+        been seen (twice at least) to finish as fast as automatic pipelining asks; else None.
+        Such a call may also run after others of its batch, on one worker thread."""
         learnt = self._durations.get(call.key)
-        return learnt is not None and learnt[1] >= 2 and learnt[0] * call.n_items <= self.AUTO_PIPELINE_MAX_US
+        if learnt is None or learnt[1] < 2:
+            return None
+        expected_us = learnt[0] * call.n_items
+        return expected_us if expected_us <= self.AUTO_PIPELINE_MAX_US else None
 
     def learnt_duration_us(self, key: Any) -> float | None:
         """The learnt worker-side duration of one call (or one map item) of this kind, in µs."""
@@ -222,7 +223,7 @@ class DispatchMixin:
         request = call.to_request()
         by_hash_only = call.function is not None and not functions.attach(request, call.function,
                                                                            worker.functions_sent)
-        conn.send(request, call.waiting and self._learnt_fast(call))
+        conn.send(request, call.waiting and self._learnt_quick_us(call) is not None)
         if by_hash_only:
             return  # the call keeps payload and function until the reply: the worker may need them again
         call.payload = b""  # on its way: the call no longer holds the arguments
